@@ -37,9 +37,11 @@ DATA = $(SQL_INSTALL) $(wildcard sql/$(EXTENSION)--*--*.sql)
 # -Wmissing-field-initializers because PostgreSQL's designated-initializer
 # tables rely on zero-filling.
 WDC_WARN = -Wall -Wextra -Wno-unused-parameter -Wno-missing-field-initializers
-PG_CPPFLAGS = -Isrc -I$(PROTO_DIR)
+# PostgreSQL's headers are included as system headers so that -Wextra
+# judges our code, not macros such as ARR_DATA_PTR.
+PG_CPPFLAGS = -Isrc -I$(PROTO_DIR) -isystem $(shell $(PG_CONFIG) --includedir-server)
 PG_CFLAGS = $(WDC_WARN) -std=gnu11 $(if $(WERROR),-Werror)
-SHLINK_LIBS = -lopenblas -lcfitsio -lwcs -lprotobuf-c -lpng16 -lm
+SHLIB_LINK = -lopenblas -lcfitsio -lwcs -lprotobuf-c -lpng16 -lm
 
 EXTRA_CLEAN = $(SQL_INSTALL) $(BUILD)
 

@@ -1,0 +1,15 @@
+/*
+ * gucs.c
+ *	  Calls each module's GUC definitions from _PG_init.
+ *
+ * Modules declare "void wdc_<module>_init(void)" in their own header; add a
+ * call here when a module gains settings.
+ */
+#include "postgres.h"
+
+#include "pg/wdc_pg.h"
+
+void
+wdc_module_init_gucs(void)
+{
+}
