@@ -41,7 +41,7 @@ WDC_WARN = -Wall -Wextra -Wno-unused-parameter -Wno-missing-field-initializers
 # judges our code, not macros such as ARR_DATA_PTR.
 PG_CPPFLAGS = -Isrc -I$(PROTO_DIR) -isystem $(shell $(PG_CONFIG) --includedir-server)
 PG_CFLAGS = $(WDC_WARN) -std=gnu11 $(if $(WERROR),-Werror)
-SHLIB_LINK = -lopenblas -lcfitsio -lwcs -lprotobuf-c -lpng16 -lm
+SHLIB_LINK = -lopenblas -lcfitsio -lwcs -lprotobuf-c -lpng16 -lz -lm
 
 EXTRA_CLEAN = $(SQL_INSTALL) $(BUILD)
 
@@ -66,7 +66,7 @@ all: $(SQL_INSTALL)
 CORE_CC ?= $(CC)
 CORE_CFLAGS = -O2 -g -std=gnu11 -fno-strict-aliasing $(WDC_WARN) $(if $(WERROR),-Werror) \
 	-Isrc -I$(PROTO_DIR) $(CORE_EXTRA_CFLAGS)
-CORE_LIBS = -lopenblas -lcfitsio -lwcs -lprotobuf-c -lpng16 -lm
+CORE_LIBS = -lopenblas -lcfitsio -lwcs -lprotobuf-c -lpng16 -lz -lm
 CORE_TEST_OBJS = $(patsubst %.c,$(BUILD)/core/%.o,$(CORE_SRCS) $(PROTO_C))
 CORE_TESTS = $(patsubst test/c/%.c,$(BUILD)/test/%,$(sort $(wildcard test/c/test_*.c)))
 
