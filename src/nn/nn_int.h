@@ -1,0 +1,217 @@
+/*
+ * nn_int.h
+ *	  Internal structures of the ONNX runtime: model, plan, operator table.
+ *
+ * A model (nn_load.c) is the parsed protobuf plus an index: values (every
+ * tensor name in the graph) and nodes in topological order.  A plan
+ * (nn_plan.c) gives each value a concrete shape, constant data when it could
+ * be folded, and an offset in the arena; each node becomes a step with its
+ * operator parameters resolved.  Kernels (nn_ops_*.c) read those parameters
+ * and raw buffers only.
+ */
+#ifndef WDC_NN_INT_H
+#define WDC_NN_INT_H
+
+#include "nn/nn.h"
+#include "onnx.pb-c.h"
+
+#define NN_MAX_RANK WDC_NN_MAX_RANK
+#define NN_MAX_PARAMS 48
+
+/*
+ * Largest tensor the runtime accepts, in elements.  It keeps every size
+ * computation far from overflow (2^40 floats is 4 TiB, beyond any backend).
+ */
+#define NN_MAX_NUMEL (((int64_t) 1) << 40)
+
+typedef struct NnShape
+{
+	int			rank;
+	int64_t		d[NN_MAX_RANK];
+} NnShape;
+
+/* One named tensor of the graph. */
+typedef struct NnValue
+{
+	const char *name;			/* points into the protobuf */
+	int			producer;		/* node index, or -1 */
+	int			input;			/* graph input index, or -1 */
+	int			n_consumers;	/* node inputs that read it */
+	int			is_output;		/* a graph output */
+	/* initializers only: */
+	int			is_init;
+	int			elem;			/* WDC_NN_FLOAT or WDC_NN_INT64 */
+	NnShape		shape;
+	void	   *data;			/* converted, owned by the model */
+} NnValue;
+
+struct NnOpDef;
+
+typedef struct NnNode
+{
+	Onnx__NodeProto *proto;
+	const struct NnOpDef *op;
+	int			n_in;
+	int			n_out;
+	int		   *in;				/* value index, -1 for an omitted input */
+	int		   *out;
+} NnNode;
+
+struct WdcNnModel
+{
+	Onnx__ModelProto *proto;
+	int			opset;
+	int			n_values;
+	NnValue    *values;
+	int			n_nodes;
+	NnNode	   *nodes;			/* topological order */
+	int			n_inputs;
+	int		   *input_value;
+	WdcNnTensorInfo *inputs;
+	int			n_outputs;
+	int		   *output_value;
+	WdcNnTensorInfo *outputs;
+};
+
+/* Per-plan state of a value. */
+typedef struct NnPVal
+{
+	NnShape		shape;
+	int			elem;
+	int			known;			/* shape has been inferred */
+	void	   *cdata;			/* constant data, or NULL */
+	int			owned;			/* cdata allocated by the plan */
+	int64_t		offset;			/* arena offset, -1 when not in the arena */
+	size_t		bytes;
+	int			first;			/* step that writes it, -1 for inputs */
+	int			last;			/* last step that reads it */
+	int			tangent;		/* depends on the JVP input */
+	int64_t		toffset;		/* arena offset of its k tangents */
+	void	   *buf;			/* resolved address during a run */
+	float	   *tbuf;			/* resolved tangent address during a run */
+} NnPVal;
+
+/* One executed node with resolved parameters. */
+typedef struct NnStep
+{
+	const struct NnOpDef *op;
+	const NnNode *node;
+	int			n_in;
+	int			n_out;
+	int		   *in;				/* value indices; may differ from the node's */
+	int		   *out;
+	int			skip;			/* folded away or merged into another step */
+	int64_t		p[NN_MAX_PARAMS];	/* operator parameters */
+	float		f[8];
+	float	   *w;				/* plan-owned weights (folded BatchNorm), or NULL */
+	float	   *b;
+	size_t		scratch;		/* bytes of scratch the kernel needs */
+	size_t		tscratch;		/* bytes of scratch its JVP needs */
+} NnStep;
+
+struct WdcNnPlan
+{
+	const WdcNnModel *model;
+	NnPVal	   *vals;
+	int			n_steps;
+	NnStep	   *steps;
+	WdcNnTensorInfo *inputs;
+	WdcNnTensorInfo *outputs;
+	char	   *arena;
+	size_t		arena_bytes;
+	size_t		scratch_offset;
+	int			jvp_input;
+	int			jvp_k;
+};
+
+/* What an operator's prepare function sees. */
+typedef struct NnCtx
+{
+	const WdcEnv *env;
+	WdcNnPlan  *plan;
+	NnStep	   *step;
+	int			opset;
+} NnCtx;
+
+/* Kernel arguments during a run. */
+typedef struct NnRun
+{
+	const NnStep *s;
+	void	   *in[16];			/* input buffers, NULL for omitted inputs */
+	void	   *out[8];
+	const NnShape *ish[16];
+	const NnShape *osh[8];
+	float	   *scratch;
+	/* JVP: tangents of inputs (NULL = zero) and outputs, k directions */
+	float	   *tin[16];
+	float	   *tout[8];
+	int			k;
+} NnRun;
+
+typedef struct NnOpDef
+{
+	const char *name;
+	int			min_opset;
+	int			min_in;
+	int			max_in;			/* -1: variadic */
+	int			min_out;
+	int			max_out;
+	/* infer output shapes and fill step parameters */
+	WdcStatus	(*prepare) (NnCtx *c);
+	/* compute outputs; no failure is possible after prepare */
+	void		(*exec) (NnRun *r);
+	/* compute output tangents from input tangents; NULL = not differentiable */
+	void		(*jvp) (NnRun *r);
+} NnOpDef;
+
+/* nn_ops.c */
+extern const NnOpDef *nn_op_find(const char *name);
+extern int64_t nn_attr_int(const NnNode *node, const char *name, int64_t dflt);
+extern float nn_attr_float(const NnNode *node, const char *name, float dflt);
+extern const int64_t *nn_attr_ints(const NnNode *node, const char *name,
+								   int *n);
+extern const char *nn_attr_string(const NnNode *node, const char *name,
+								  char *buf, size_t buflen);
+extern const Onnx__AttributeProto *nn_attr(const NnNode *node,
+										   const char *name);
+extern WdcStatus nn_unsupported(NnCtx *c, const char *fmt,...)
+			__attribute__((format(printf, 2, 3)));
+extern WdcStatus nn_invalid(NnCtx *c, const char *fmt,...)
+			__attribute__((format(printf, 2, 3)));
+
+/* nn_plan.c: helpers for prepare functions */
+extern const NnShape *nn_in_shape(NnCtx *c, int i);
+extern int	nn_in_elem(NnCtx *c, int i);
+extern int	nn_has_in(NnCtx *c, int i);
+extern const void *nn_in_const(NnCtx *c, int i);
+extern WdcStatus nn_set_out(NnCtx *c, int i, const NnShape *shape, int elem);
+extern WdcStatus nn_set_out_const(NnCtx *c, int i, const NnShape *shape,
+								  int elem, const void *data);
+extern WdcStatus nn_const_ints(NnCtx *c, int i, int64_t *out, int max, int *n);
+extern int64_t nn_numel(const NnShape *s);
+extern int	nn_norm_axis(int64_t axis, int rank, int *out);
+extern WdcStatus nn_check_shape(NnCtx *c, const NnShape *s);
+
+/* nn_load.c */
+extern WdcStatus nn_tensor_convert(const WdcEnv *env, const Onnx__TensorProto *t,
+								   int *elem, NnShape *shape, void **data);
+
+static inline size_t
+nn_elem_size(int elem)
+{
+	return elem == WDC_NN_INT64 ? 8 : 4;
+}
+
+/* Operator tables, one per source file. */
+extern const NnOpDef nn_ops_elem[];
+extern const NnOpDef nn_ops_linear[];
+extern const NnOpDef nn_ops_norm[];
+extern const NnOpDef nn_ops_shape[];
+
+/* nn_ops_linear.c: the one GEMM seam */
+extern void nn_sgemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k,
+					 float alpha, const float *a, int64_t lda,
+					 const float *b, int64_t ldb, float beta,
+					 float *c, int64_t ldc);
+
+#endif							/* WDC_NN_INT_H */

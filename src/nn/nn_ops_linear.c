@@ -1,0 +1,1095 @@
+/*
+ * nn_ops_linear.c
+ *	  Operators built on cblas_sgemm (Conv, ConvTranspose, Gemm, MatMul) and
+ *	  the pooling operators that share Conv's window geometry.
+ *
+ * Conv lowers each group to one GEMM (im2col, as in Chellapilla et al.,
+ * "High Performance Convolutional Neural Networks for Document Processing",
+ * 2006): the input patches of several images are laid side by side as the
+ * columns of a [C/group * kh * kw, images * OH * OW] matrix, so that deep
+ * layers with small feature maps still give sgemm a wide N.  1-D operators
+ * run as 2-D with a height of 1; 3-D ones are rejected at plan time.
+ *
+ * Forward-mode tangents of these operators are linear in the input, so a JVP
+ * runs the same kernel (without bias) on the k stacked tangent slices as a
+ * batch of k * N images: the directions become extra GEMM columns.
+ */
+#include "nn/nn_int.h"
+
+#include <math.h>
+#include <string.h>
+#include <cblas.h>
+
+/* Upper bound for one im2col matrix; more images are split into chunks. */
+#define NN_COLS_BYTES (8u << 20)
+
+/*
+ * The one GEMM seam.  C[m x n] = alpha * op(A)[m x k] * op(B)[k x n]
+ * + beta * C, all row-major with leading dimensions lda, ldb, ldc.
+ */
+void
+nn_sgemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k,
+		 float alpha, const float *a, int64_t lda,
+		 const float *b, int64_t ldb, float beta, float *c, int64_t ldc)
+{
+	if (m == 0 || n == 0)
+		return;
+	if (k == 0)
+	{
+		for (int64_t i = 0; i < m; i++)
+			for (int64_t j = 0; j < n; j++)
+				c[i * ldc + j] = beta == 0.0f ? 0.0f : beta * c[i * ldc + j];
+		return;
+	}
+	cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans,
+				trans_b ? CblasTrans : CblasNoTrans,
+				(blasint) m, (blasint) n, (blasint) k, alpha, a, (blasint) lda,
+				b, (blasint) ldb, beta, c, (blasint) ldc);
+}
+
+/* --- shared window geometry --------------------------------------------- */
+
+/* Parameter slots used by Conv, ConvTranspose and the pools. */
+enum
+{
+	P_N, P_C, P_H, P_W, P_M, P_GROUP, P_KH, P_KW, P_SH, P_SW, P_DH, P_DW,
+	P_PT, P_PL, P_OH, P_OW, P_IMGS, P_BIAS, P_PB, P_PR, P_COUNT_PAD, P_RANK
+};
+
+/*
+ * Read kernel_shape, strides, dilations, pads and auto_pad for 1 or 2
+ * spatial dimensions (kernel defaults to kdefault).  For auto_pad SAME the
+ * pads are derived from the output size ceil(in / stride).  transposed
+ * selects ConvTranspose's rule for SAME padding.
+ */
+static WdcStatus
+read_window(NnCtx *c, const NnShape *x, const int64_t *kdefault,
+			int transposed)
+{
+	NnStep	   *s = c->step;
+	int			nsp = x->rank - 2;
+	int			n;
+	const int64_t *v;
+	int64_t		k[2] = {1, 1},
+				st[2] = {1, 1},
+				dl[2] = {1, 1},
+				pb[2] = {0, 0},
+				pe[2] = {0, 0},
+				in[2] = {1, x->d[x->rank - 1]};
+	char		buf[24];
+	const char *autopad;
+	int			off = 2 - nsp;	/* 1-D uses slot 1 (width) */
+
+	if (nsp < 1 || nsp > 2)
+		return nn_unsupported(c, "%d spatial dimensions", nsp < 0 ? 0 : nsp);
+	if (nsp == 2)
+		in[0] = x->d[2];
+
+	v = nn_attr_ints(s->node, "kernel_shape", &n);
+	if (v && n != nsp)
+		return nn_invalid(c, "kernel_shape has %d values", n);
+	for (int i = 0; i < nsp; i++)
+		k[off + i] = v ? v[i] : kdefault[i];
+	v = nn_attr_ints(s->node, "strides", &n);
+	if (v && n != nsp)
+		return nn_invalid(c, "strides has %d values", n);
+	for (int i = 0; v && i < nsp; i++)
+		st[off + i] = v[i];
+	v = nn_attr_ints(s->node, "dilations", &n);
+	if (v && n != nsp)
+		return nn_invalid(c, "dilations has %d values", n);
+	for (int i = 0; v && i < nsp; i++)
+		dl[off + i] = v[i];
+	v = nn_attr_ints(s->node, "pads", &n);
+	if (v && n != 2 * nsp)
+		return nn_invalid(c, "pads has %d values", n);
+	for (int i = 0; v && i < nsp; i++)
+	{
+		pb[off + i] = v[i];
+		pe[off + i] = v[nsp + i];
+	}
+	for (int i = 0; i < 2; i++)
+		if (k[i] < 1 || k[i] > 65536 || st[i] < 1 || st[i] > 65536 ||
+			dl[i] < 1 || dl[i] > 65536 || pb[i] < 0 || pe[i] < 0 ||
+			pb[i] > 65536 || pe[i] > 65536)
+			return nn_invalid(c, "kernel, stride, dilation or pad out of range");
+
+	autopad = nn_attr_string(s->node, "auto_pad", buf, sizeof(buf));
+	if (autopad && (strcmp(autopad, "SAME_UPPER") == 0 ||
+					strcmp(autopad, "SAME_LOWER") == 0))
+	{
+		for (int i = 0; i < 2; i++)
+		{
+			int64_t		ext = (k[i] - 1) * dl[i] + 1;
+			int64_t		total;
+
+			if (transposed)
+				total = st[i] * (in[i] - 1) + ext - in[i] * st[i];
+			else
+			{
+				int64_t		out = (in[i] + st[i] - 1) / st[i];
+
+				total = (out - 1) * st[i] + ext - in[i];
+			}
+			if (total < 0)
+				total = 0;
+			if (strcmp(autopad, "SAME_UPPER") == 0)
+				pb[i] = total / 2;
+			else
+				pb[i] = total - total / 2;
+			pe[i] = total - pb[i];
+		}
+	}
+	else if (autopad && strcmp(autopad, "VALID") == 0)
+		pb[0] = pb[1] = pe[0] = pe[1] = 0;
+	else if (autopad && strcmp(autopad, "NOTSET") != 0)
+		return nn_unsupported(c, "auto_pad \"%s\"", autopad);
+
+	s->p[P_N] = x->d[0];
+	s->p[P_C] = x->d[1];
+	s->p[P_H] = in[0];
+	s->p[P_W] = in[1];
+	s->p[P_KH] = k[0];
+	s->p[P_KW] = k[1];
+	s->p[P_SH] = st[0];
+	s->p[P_SW] = st[1];
+	s->p[P_DH] = dl[0];
+	s->p[P_DW] = dl[1];
+	s->p[P_PT] = pb[0];
+	s->p[P_PL] = pb[1];
+	s->p[P_PB] = pe[0];
+	s->p[P_PR] = pe[1];
+	s->p[P_RANK] = x->rank;
+	return WDC_OK;
+}
+
+/* Output shape [N, channels, OH, OW] (or [N, channels, OW] for 1-D). */
+static void
+window_out_shape(const NnStep *s, int64_t channels, NnShape *out)
+{
+	out->rank = (int) s->p[P_RANK];
+	out->d[0] = s->p[P_N];
+	out->d[1] = channels;
+	if (out->rank == 4)
+	{
+		out->d[2] = s->p[P_OH];
+		out->d[3] = s->p[P_OW];
+	}
+	else
+		out->d[2] = s->p[P_OW];
+}
+
+/* --- Conv ------------------------------------------------------------------ */
+
+/*
+ * im2col for one group and a run of images: cols has one row per (channel,
+ * ki, kj) and one column per (image, oh, ow); out-of-image taps are zero.
+ */
+static void
+im2col(const int64_t *p, const float *x, int64_t c0, int64_t cg, int64_t img0,
+	   int64_t nimg, float *cols)
+{
+	int64_t		C = p[P_C],
+				H = p[P_H],
+				W = p[P_W];
+	int64_t		OH = p[P_OH],
+				OW = p[P_OW],
+				ohw = OH * OW;
+	int64_t		ncols = nimg * ohw;
+
+	for (int64_t ch = 0; ch < cg; ch++)
+		for (int64_t ki = 0; ki < p[P_KH]; ki++)
+			for (int64_t kj = 0; kj < p[P_KW]; kj++)
+			{
+				float	   *row = cols + ((ch * p[P_KH] + ki) * p[P_KW] + kj) * ncols;
+
+				for (int64_t im = 0; im < nimg; im++)
+				{
+					const float *plane = x + ((img0 + im) * C + c0 + ch) * H * W;
+					float	   *dst = row + im * ohw;
+
+					for (int64_t oh = 0; oh < OH; oh++)
+					{
+						int64_t		ih = oh * p[P_SH] - p[P_PT] + ki * p[P_DH];
+						float	   *d = dst + oh * OW;
+
+						if (ih < 0 || ih >= H)
+						{
+							memset(d, 0, sizeof(float) * OW);
+							continue;
+						}
+						for (int64_t ow = 0; ow < OW; ow++)
+						{
+							int64_t		iw = ow * p[P_SW] - p[P_PL] + kj * p[P_DW];
+
+							d[ow] = (iw >= 0 && iw < W) ? plane[ih * W + iw] : 0.0f;
+						}
+					}
+				}
+			}
+}
+
+/*
+ * Convolve nbatch images: y[n, m] = sum over the group's channels of
+ * w[m] (*) x[n] + bias[m].  bias may be NULL.  scratch holds the im2col
+ * matrix and, when several images share a GEMM, its [Mg, images*OHW] result.
+ */
+static void
+conv_apply(const int64_t *p, int64_t nbatch, const float *x, const float *w,
+		   const float *bias, float *y, float *scratch)
+{
+	int64_t		C = p[P_C],
+				M = p[P_M],
+				G = p[P_GROUP];
+	int64_t		cg = C / G,
+				mg = M / G;
+	int64_t		kg = cg * p[P_KH] * p[P_KW];
+	int64_t		ohw = p[P_OH] * p[P_OW];
+	int64_t		chunk = p[P_IMGS];
+	int			pointwise = p[P_KH] == 1 && p[P_KW] == 1 && p[P_SH] == 1 &&
+		p[P_SW] == 1 && p[P_PT] == 0 && p[P_PL] == 0 && p[P_PB] == 0 &&
+		p[P_PR] == 0;
+
+	for (int64_t img0 = 0; img0 < nbatch; img0 += chunk)
+	{
+		int64_t		nimg = nbatch - img0 < chunk ? nbatch - img0 : chunk;
+		int64_t		ncols = nimg * ohw;
+
+		for (int64_t g = 0; g < G; g++)
+		{
+			const float *wg = w + g * mg * kg;
+			const float *cols = scratch;
+			float	   *ytmp = scratch + kg * ncols;
+
+			/* a 1x1 convolution reads the image itself as the column matrix */
+			if (pointwise && nimg == 1)
+				cols = x + (img0 * C + g * cg) * ohw;
+			else
+				im2col(p, x, g * cg, cg, img0, nimg, scratch);
+
+			if (nimg == 1)
+			{
+				/* Y_g[mg, ohw] = W_g[mg, kg] * cols[kg, ohw], straight into y */
+				float	   *yg = y + (img0 * M + g * mg) * ohw;
+
+				nn_sgemm(0, 0, mg, ohw, kg, 1.0f, wg, kg, cols, ohw, 0.0f, yg, ohw);
+				if (bias)
+					for (int64_t m = 0; m < mg; m++)
+						for (int64_t i = 0; i < ohw; i++)
+							yg[m * ohw + i] += bias[g * mg + m];
+				continue;
+			}
+
+			/* Y[mg, nimg*ohw] = W_g[mg, kg] * cols[kg, nimg*ohw], then scatter */
+			nn_sgemm(0, 0, mg, ncols, kg, 1.0f, wg, kg, cols, ncols, 0.0f,
+					 ytmp, ncols);
+			for (int64_t im = 0; im < nimg; im++)
+				for (int64_t m = 0; m < mg; m++)
+				{
+					const float *src = ytmp + m * ncols + im * ohw;
+					float	   *dst = y + ((img0 + im) * M + g * mg + m) * ohw;
+					float		bv = bias ? bias[g * mg + m] : 0.0f;
+
+					for (int64_t i = 0; i < ohw; i++)
+						dst[i] = src[i] + bv;
+				}
+		}
+	}
+}
+
+/* Images per im2col chunk: enough for a wide GEMM, bounded in memory. */
+static int64_t
+conv_chunk(const int64_t *p, int64_t kg, int64_t mg, int64_t nbatch)
+{
+	int64_t		ohw = p[P_OH] * p[P_OW];
+	int64_t		n = ohw >= 512 ? 1 : (512 + ohw - 1) / (ohw ? ohw : 1);
+
+	if (n > nbatch)
+		n = nbatch;
+	while (n > 1 && (kg + mg) * n * ohw * (int64_t) sizeof(float) > NN_COLS_BYTES)
+		n--;
+	return n < 1 ? 1 : n;
+}
+
+static size_t
+conv_scratch(const int64_t *p, int64_t kg, int64_t mg, int64_t chunk)
+{
+	return (size_t) ((kg + (chunk > 1 ? mg : 0)) * chunk * p[P_OH] * p[P_OW]) *
+		sizeof(float);
+}
+
+static WdcStatus
+conv_prepare(NnCtx *c)
+{
+	NnStep	   *s = c->step;
+	const NnShape *x = nn_in_shape(c, 0);
+	const NnShape *w = nn_in_shape(c, 1);
+	int64_t		kdef[2];
+	int64_t		G = nn_attr_int(s->node, "group", 1);
+	int64_t		eh,
+				ew,
+				kg,
+				mg;
+	NnShape		out;
+	WdcStatus	st;
+
+	if (nn_in_elem(c, 0) != WDC_NN_FLOAT || nn_in_elem(c, 1) != WDC_NN_FLOAT)
+		return nn_unsupported(c, "non-float inputs");
+	if (x->rank < 3 || w->rank != x->rank)
+		return nn_unsupported(c, "input rank %d with weight rank %d", x->rank,
+							  w->rank);
+	kdef[0] = w->d[2];
+	kdef[1] = w->rank > 3 ? w->d[3] : 1;
+	st = read_window(c, x, kdef, 0);
+	if (st != WDC_OK)
+		return st;
+	if ((x->rank == 4 && (s->p[P_KH] != w->d[2] || s->p[P_KW] != w->d[3])) ||
+		(x->rank == 3 && s->p[P_KW] != w->d[2]))
+		return nn_invalid(c, "kernel_shape does not match the weights");
+	if (G < 1 || x->d[1] % G != 0 || w->d[0] % G != 0 || w->d[1] * G != x->d[1])
+		return nn_invalid(c, "group %lld does not divide the channels",
+						  (long long) G);
+	if (nn_has_in(c, 2) && (nn_in_shape(c, 2)->rank != 1 ||
+							nn_in_shape(c, 2)->d[0] != w->d[0] ||
+							nn_in_elem(c, 2) != WDC_NN_FLOAT))
+		return nn_invalid(c, "bias must have one value per output channel");
+
+	eh = (s->p[P_KH] - 1) * s->p[P_DH] + 1;
+	ew = (s->p[P_KW] - 1) * s->p[P_DW] + 1;
+	if (s->p[P_H] + s->p[P_PT] + s->p[P_PB] < eh ||
+		s->p[P_W] + s->p[P_PL] + s->p[P_PR] < ew)
+		return nn_invalid(c, "kernel larger than the padded input");
+	s->p[P_OH] = (s->p[P_H] + s->p[P_PT] + s->p[P_PB] - eh) / s->p[P_SH] + 1;
+	s->p[P_OW] = (s->p[P_W] + s->p[P_PL] + s->p[P_PR] - ew) / s->p[P_SW] + 1;
+	s->p[P_M] = w->d[0];
+	s->p[P_GROUP] = G;
+	s->p[P_BIAS] = nn_has_in(c, 2);
+	kg = w->d[1] * s->p[P_KH] * s->p[P_KW];
+	mg = w->d[0] / G;
+	s->p[P_IMGS] = conv_chunk(s->p, kg, mg, x->d[0]);
+	s->scratch = conv_scratch(s->p, kg, mg, s->p[P_IMGS]);
+	s->tscratch = s->scratch;
+	window_out_shape(s, w->d[0], &out);
+	return nn_set_out(c, 0, &out, WDC_NN_FLOAT);
+}
+
+static void
+conv_exec(NnRun *r)
+{
+	const NnStep *s = r->s;
+	const float *w = s->w ? s->w : r->in[1];
+	const float *b = s->b ? s->b : (s->p[P_BIAS] ? r->in[2] : NULL);
+
+	conv_apply(s->p, s->p[P_N], r->in[0], w, b, r->out[0], r->scratch);
+}
+
+/* The tangent is the convolution of the tangent: k*N images, no bias. */
+static void
+conv_jvp(NnRun *r)
+{
+	const NnStep *s = r->s;
+	const float *w = s->w ? s->w : r->in[1];
+
+	/*
+	 * Tangents flow through the data input only; weights computed from the
+	 * JVP input would need a product rule this kernel does not apply.
+	 * NaN makes such a result unusable instead of quietly wrong.
+	 */
+	if (r->tin[1] || (s->n_in > 2 && r->tin[2]))
+	{
+		int64_t		n = nn_numel(r->osh[0]) * r->k;
+
+		for (int64_t i = 0; i < n; i++)
+			r->tout[0][i] = NAN;
+		return;
+	}
+	conv_apply(s->p, s->p[P_N] * r->k, r->tin[0], w, NULL, r->tout[0], r->scratch);
+}
+
+/* --- ConvTranspose ---------------------------------------------------- */
+
+static WdcStatus
+convt_prepare(NnCtx *c)
+{
+	NnStep	   *s = c->step;
+	const NnShape *x = nn_in_shape(c, 0);
+	const NnShape *w = nn_in_shape(c, 1);
+	int64_t		kdef[2];
+	int64_t		G = nn_attr_int(s->node, "group", 1);
+	int64_t		opad[2] = {0, 0};
+	int			n;
+	const int64_t *v;
+	NnShape		out;
+	int			nsp;
+	WdcStatus	st;
+
+	if (nn_in_elem(c, 0) != WDC_NN_FLOAT || nn_in_elem(c, 1) != WDC_NN_FLOAT)
+		return nn_unsupported(c, "non-float inputs");
+	if (x->rank < 3 || w->rank != x->rank)
+		return nn_unsupported(c, "input rank %d with weight rank %d", x->rank,
+							  w->rank);
+	nsp = x->rank - 2;
+	kdef[0] = w->d[2];
+	kdef[1] = w->rank > 3 ? w->d[3] : 1;
+	st = read_window(c, x, kdef, 1);
+	if (st != WDC_OK)
+		return st;
+	if (G < 1 || x->d[1] != w->d[0] || w->d[0] % G != 0)
+		return nn_invalid(c, "weights do not match the input channels");
+	v = nn_attr_ints(s->node, "output_padding", &n);
+	if (v && n != nsp)
+		return nn_invalid(c, "output_padding has %d values", n);
+	for (int i = 0; v && i < nsp; i++)
+		opad[2 - nsp + i] = v[i];
+	s->p[P_M] = w->d[1] * G;
+	s->p[P_GROUP] = G;
+	s->p[P_BIAS] = nn_has_in(c, 2);
+	if (s->p[P_BIAS] && (nn_in_shape(c, 2)->rank != 1 ||
+						 nn_in_shape(c, 2)->d[0] != s->p[P_M]))
+		return nn_invalid(c, "bias must have one value per output channel");
+
+	/* output size: stride * (in - 1) + opad + extent - pads */
+	for (int i = 0; i < 2; i++)
+	{
+		int64_t		in = i ? s->p[P_W] : s->p[P_H];
+		int64_t		ext = ((i ? s->p[P_KW] : s->p[P_KH]) - 1) *
+			(i ? s->p[P_DW] : s->p[P_DH]) + 1;
+		int64_t		full = (i ? s->p[P_SW] : s->p[P_SH]) * (in - 1) + opad[i] + ext;
+
+		s->p[P_OH + i] = full - (i ? s->p[P_PL] + s->p[P_PR] : s->p[P_PT] + s->p[P_PB]);
+	}
+	v = nn_attr_ints(s->node, "output_shape", &n);
+	if (v)
+	{
+		/* the requested size decides the padding, extra going to the end */
+		if (n != nsp)
+			return nn_invalid(c, "output_shape has %d values", n);
+		for (int i = 0; i < nsp; i++)
+		{
+			int			sl = 2 - nsp + i;
+			int64_t		in = sl ? s->p[P_W] : s->p[P_H];
+			int64_t		ext = ((sl ? s->p[P_KW] : s->p[P_KH]) - 1) *
+				(sl ? s->p[P_DW] : s->p[P_DH]) + 1;
+			int64_t		total = (sl ? s->p[P_SW] : s->p[P_SH]) * (in - 1) +
+				opad[sl] + ext - v[i];
+
+			int64_t		half = total >= 0 ? total / 2 : -((1 - total) / 2);
+			char		buf[24];
+			const char *ap = nn_attr_string(s->node, "auto_pad", buf, sizeof(buf));
+
+			/*
+			 * SAME_UPPER puts the odd pad at the end, everything else at the
+			 * start; a negative total (output_shape beyond the full output)
+			 * appends zero rows.  half is floor(total / 2).
+			 */
+			if (ap && strcmp(ap, "SAME_UPPER") == 0)
+			{
+				s->p[sl ? P_PL : P_PT] = half;
+				s->p[sl ? P_PR : P_PB] = total - half;
+			}
+			else
+			{
+				s->p[sl ? P_PL : P_PT] = total - half;
+				s->p[sl ? P_PR : P_PB] = half;
+			}
+			s->p[P_OH + sl] = v[i];
+		}
+	}
+	if (s->p[P_OH] < 1 || s->p[P_OW] < 1)
+		return nn_invalid(c, "empty output");
+	s->scratch = (size_t) (w->d[1] * s->p[P_KH] * s->p[P_KW]) *
+		(size_t) (s->p[P_H] * s->p[P_W]) * sizeof(float);
+	s->tscratch = s->scratch;
+	window_out_shape(s, s->p[P_M], &out);
+	return nn_set_out(c, 0, &out, WDC_NN_FLOAT);
+}
+
+/*
+ * Transposed convolution as GEMM + col2im: for each image and group,
+ * cols[mg*kh*kw, H*W] = W_g^T * X_g, then each column entry is added to the
+ * output pixel it maps to.
+ */
+static void
+convt_apply(const int64_t *p, int64_t nbatch, const float *x, const float *w,
+			const float *bias, float *y, float *cols)
+{
+	int64_t		C = p[P_C],
+				M = p[P_M],
+				G = p[P_GROUP];
+	int64_t		cg = C / G,
+				mg = M / G;
+	int64_t		H = p[P_H],
+				W = p[P_W],
+				hw = H * W;
+	int64_t		KH = p[P_KH],
+				KW = p[P_KW];
+	int64_t		OH = p[P_OH],
+				OW = p[P_OW];
+	int64_t		rows = mg * KH * KW;
+
+	for (int64_t n = 0; n < nbatch; n++)
+	{
+		float	   *yn = y + n * M * OH * OW;
+
+		for (int64_t m = 0; m < M; m++)
+			for (int64_t i = 0; i < OH * OW; i++)
+				yn[m * OH * OW + i] = bias ? bias[m] : 0.0f;
+		for (int64_t g = 0; g < G; g++)
+		{
+			/* W is [C, mg, KH, KW]: group g's block is [cg, rows] */
+			nn_sgemm(1, 0, rows, hw, cg, 1.0f, w + g * cg * rows, rows,
+					 x + (n * C + g * cg) * hw, hw, 0.0f, cols, hw);
+			for (int64_t m = 0; m < mg; m++)
+				for (int64_t ki = 0; ki < KH; ki++)
+					for (int64_t kj = 0; kj < KW; kj++)
+					{
+						const float *row = cols + ((m * KH + ki) * KW + kj) * hw;
+						float	   *plane = yn + (g * mg + m) * OH * OW;
+
+						for (int64_t ih = 0; ih < H; ih++)
+						{
+							int64_t		oh = ih * p[P_SH] - p[P_PT] + ki * p[P_DH];
+
+							if (oh < 0 || oh >= OH)
+								continue;
+							for (int64_t iw = 0; iw < W; iw++)
+							{
+								int64_t		ow = iw * p[P_SW] - p[P_PL] + kj * p[P_DW];
+
+								if (ow >= 0 && ow < OW)
+									plane[oh * OW + ow] += row[ih * W + iw];
+							}
+						}
+					}
+		}
+	}
+}
+
+static void
+convt_exec(NnRun *r)
+{
+	const NnStep *s = r->s;
+
+	convt_apply(s->p, s->p[P_N], r->in[0], r->in[1],
+				s->p[P_BIAS] ? r->in[2] : NULL, r->out[0], r->scratch);
+}
+
+static void
+convt_jvp(NnRun *r)
+{
+	const NnStep *s = r->s;
+
+	if (r->tin[1] || (s->n_in > 2 && r->tin[2]))
+	{
+		int64_t		n = nn_numel(r->osh[0]) * r->k;
+
+		/* as in conv_jvp: no tangents through weights */
+		for (int64_t i = 0; i < n; i++)
+			r->tout[0][i] = NAN;
+		return;
+	}
+	convt_apply(s->p, s->p[P_N] * r->k, r->tin[0], r->in[1], NULL, r->tout[0],
+				r->scratch);
+}
+
+/* --- Gemm --------------------------------------------------------------- */
+
+enum
+{
+	G_M, G_N, G_K, G_TA, G_TB, G_HASC, G_CROWS, G_CCOLS
+};
+
+static WdcStatus
+gemm_prepare(NnCtx *c)
+{
+	NnStep	   *s = c->step;
+	const NnShape *a = nn_in_shape(c, 0);
+	const NnShape *b = nn_in_shape(c, 1);
+	int			ta = (int) nn_attr_int(s->node, "transA", 0);
+	int			tb = (int) nn_attr_int(s->node, "transB", 0);
+	int64_t		M,
+				N,
+				K;
+	NnShape		out;
+
+	if (nn_in_elem(c, 0) != WDC_NN_FLOAT || nn_in_elem(c, 1) != WDC_NN_FLOAT)
+		return nn_unsupported(c, "non-float inputs");
+	if (a->rank != 2 || b->rank != 2)
+		return nn_invalid(c, "A and B must be matrices");
+	M = ta ? a->d[1] : a->d[0];
+	K = ta ? a->d[0] : a->d[1];
+	N = tb ? b->d[0] : b->d[1];
+	if ((tb ? b->d[1] : b->d[0]) != K)
+		return nn_invalid(c, "inner dimensions %lld and %lld differ",
+						  (long long) K, (long long) (tb ? b->d[1] : b->d[0]));
+	s->p[G_M] = M;
+	s->p[G_N] = N;
+	s->p[G_K] = K;
+	s->p[G_TA] = ta;
+	s->p[G_TB] = tb;
+	s->p[G_HASC] = nn_has_in(c, 2);
+	s->f[0] = nn_attr_float(s->node, "alpha", 1.0f);
+	s->f[1] = nn_attr_float(s->node, "beta", 1.0f);
+	if (s->p[G_HASC])
+	{
+		const NnShape *cs = nn_in_shape(c, 2);
+
+		/* C broadcasts to [M, N]: keep its row and column counts */
+		if (cs->rank > 2 || nn_in_elem(c, 2) != WDC_NN_FLOAT)
+			return nn_invalid(c, "C must have at most 2 dimensions");
+		s->p[G_CROWS] = cs->rank == 2 ? cs->d[0] : 1;
+		s->p[G_CCOLS] = cs->rank >= 1 ? cs->d[cs->rank - 1] : 1;
+		if ((s->p[G_CROWS] != 1 && s->p[G_CROWS] != M) ||
+			(s->p[G_CCOLS] != 1 && s->p[G_CCOLS] != N))
+			return nn_invalid(c, "C cannot be broadcast to the output");
+	}
+	out.rank = 2;
+	out.d[0] = M;
+	out.d[1] = N;
+	return nn_set_out(c, 0, &out, WDC_NN_FLOAT);
+}
+
+static void
+gemm_fill_c(const NnStep *s, const float *cm, float beta, float *y, int64_t M)
+{
+	int64_t		N = s->p[G_N];
+	int64_t		cr = s->p[G_CROWS],
+				cc = s->p[G_CCOLS];
+
+	for (int64_t i = 0; i < M; i++)
+		for (int64_t j = 0; j < N; j++)
+			y[i * N + j] = beta * cm[(cr == 1 ? 0 : i) * cc + (cc == 1 ? 0 : j)];
+}
+
+static void
+gemm_exec(NnRun *r)
+{
+	const NnStep *s = r->s;
+	int64_t		M = s->p[G_M],
+				N = s->p[G_N],
+				K = s->p[G_K];
+	const float *b = s->w ? s->w : r->in[1];
+	float		beta = 0.0f;
+
+	/* Y[M, N] = alpha op(A)[M, K] op(B)[K, N] + beta C */
+	if (s->b)
+	{
+		/* folded BatchNormalization: C is the per-column bias s->b */
+		for (int64_t i = 0; i < M; i++)
+			memcpy((float *) r->out[0] + i * N, s->b, sizeof(float) * N);
+		beta = 1.0f;
+	}
+	else if (s->p[G_HASC])
+	{
+		gemm_fill_c(s, r->in[2], s->f[1], r->out[0], M);
+		beta = 1.0f;
+	}
+	nn_sgemm((int) s->p[G_TA], (int) s->p[G_TB], M, N, K, s->f[0],
+			 r->in[0], s->p[G_TA] ? M : K, b, s->p[G_TB] ? K : N, beta,
+			 r->out[0], N);
+}
+
+/*
+ * dY = alpha (dA B + A dB) + beta dC.  With A untransposed, the k slices of
+ * dA stack into one [k*M, K] matrix: one GEMM for all directions.
+ */
+static void
+gemm_jvp(NnRun *r)
+{
+	const NnStep *s = r->s;
+	int64_t		M = s->p[G_M],
+				N = s->p[G_N],
+				K = s->p[G_K];
+	int			ta = (int) s->p[G_TA],
+				tb = (int) s->p[G_TB];
+	const float *b = s->w ? s->w : r->in[1];
+	float	   *dy = r->tout[0];
+	int			k = r->k;
+
+	memset(dy, 0, sizeof(float) * M * N * k);
+	if (r->tin[0] && !ta)
+		nn_sgemm(0, tb, M * k, N, K, s->f[0], r->tin[0], K, b, tb ? K : N,
+				 0.0f, dy, N);
+	else if (r->tin[0])
+		for (int j = 0; j < k; j++)
+			nn_sgemm(1, tb, M, N, K, s->f[0], r->tin[0] + j * M * K, M, b,
+					 tb ? K : N, 0.0f, dy + j * M * N, N);
+	if (r->tin[1])
+		for (int j = 0; j < k; j++)
+			nn_sgemm(ta, tb, M, N, K, s->f[0], r->in[0], ta ? M : K,
+					 r->tin[1] + j * K * N, tb ? K : N, 1.0f, dy + j * M * N, N);
+	if (s->p[G_HASC] && r->tin[2])
+	{
+		int64_t		nc = s->p[G_CROWS] * s->p[G_CCOLS];
+
+		for (int j = 0; j < k; j++)
+		{
+			const float *dc = r->tin[2] + j * nc;
+			float	   *d = dy + j * M * N;
+			int64_t		cr = s->p[G_CROWS],
+						cc = s->p[G_CCOLS];
+
+			for (int64_t i = 0; i < M; i++)
+				for (int64_t q = 0; q < N; q++)
+					d[i * N + q] += s->f[1] * dc[(cr == 1 ? 0 : i) * cc + (cc == 1 ? 0 : q)];
+		}
+	}
+}
+
+/* --- MatMul (numpy semantics) -------------------------------------------- */
+
+enum
+{
+	MM_M, MM_N, MM_K, MM_BATCH, MM_B2D, MM_RANK
+};
+
+/* p[MM_RANK+1 ..]: output batch dims; then A's and B's batch strides */
+static WdcStatus
+matmul_prepare(NnCtx *c)
+{
+	NnStep	   *s = c->step;
+	NnShape		a = *nn_in_shape(c, 0),
+				b = *nn_in_shape(c, 1);
+	int			a1 = a.rank == 1,
+				b1 = b.rank == 1;
+	int			br;
+	NnShape		out;
+	int64_t		batch = 1;
+
+	if (nn_in_elem(c, 0) != WDC_NN_FLOAT || nn_in_elem(c, 1) != WDC_NN_FLOAT)
+		return nn_unsupported(c, "non-float inputs");
+	if (a.rank < 1 || b.rank < 1)
+		return nn_invalid(c, "scalar operand");
+	/* a 1-D A is a row vector, a 1-D B a column vector */
+	if (a1)
+	{
+		a.d[1] = a.d[0];
+		a.d[0] = 1;
+		a.rank = 2;
+	}
+	if (b1)
+	{
+		b.d[1] = 1;
+		b.rank = 2;
+	}
+	if (a.d[a.rank - 1] != b.d[b.rank - 2])
+		return nn_invalid(c, "inner dimensions %lld and %lld differ",
+						  (long long) a.d[a.rank - 1], (long long) b.d[b.rank - 2]);
+	br = (a.rank > b.rank ? a.rank : b.rank) - 2;
+	if (br > 6)
+		return nn_unsupported(c, "more than 6 batch dimensions");
+	out.rank = 0;
+	{
+		int64_t		sa = 1,
+					sb = 1;
+		int64_t		stra[6],
+					strb[6];
+
+		/* batch strides in whole matrices, 0 where broadcast */
+		for (int i = br - 1; i >= 0; i--)
+		{
+			int			ia = i - (br - (a.rank - 2)),
+						ib = i - (br - (b.rank - 2));
+			int64_t		da = ia >= 0 ? a.d[ia] : 1,
+						db = ib >= 0 ? b.d[ib] : 1;
+
+			if (da != db && da != 1 && db != 1)
+				return nn_invalid(c, "batch dimensions cannot be broadcast");
+			s->p[MM_RANK + 1 + i] = da == 1 ? db : da;
+			stra[i] = da == 1 ? 0 : sa;
+			strb[i] = db == 1 ? 0 : sb;
+			sa *= da;
+			sb *= db;
+		}
+		for (int i = 0; i < br; i++)
+		{
+			s->p[MM_RANK + 7 + i] = stra[i];
+			s->p[MM_RANK + 13 + i] = strb[i];
+			out.d[out.rank++] = s->p[MM_RANK + 1 + i];
+			batch *= s->p[MM_RANK + 1 + i];
+		}
+	}
+	s->p[MM_M] = a.d[a.rank - 2];
+	s->p[MM_K] = a.d[a.rank - 1];
+	s->p[MM_N] = b.d[b.rank - 1];
+	s->p[MM_BATCH] = batch;
+	s->p[MM_B2D] = b.rank == 2;
+	s->p[MM_RANK] = br;
+	if (!a1)
+		out.d[out.rank++] = s->p[MM_M];
+	if (!b1)
+		out.d[out.rank++] = s->p[MM_N];
+	return nn_set_out(c, 0, &out, WDC_NN_FLOAT);
+}
+
+/* C[batch] = A[batch] B[batch] with broadcast batch strides. */
+static void
+matmul_apply(const NnStep *s, const float *a, const float *b, float *y,
+			 float beta)
+{
+	int64_t		M = s->p[MM_M],
+				N = s->p[MM_N],
+				K = s->p[MM_K];
+	int			br = (int) s->p[MM_RANK];
+	int64_t		idx[6] = {0};
+
+	if (s->p[MM_B2D])
+	{
+		/* B shared by the whole batch: all of A's rows in one GEMM */
+		int			a_full = 1;
+
+		for (int i = 0; i < br; i++)
+			if (s->p[MM_RANK + 7 + i] == 0 && s->p[MM_RANK + 1 + i] > 1)
+				a_full = 0;
+		if (a_full)
+		{
+			nn_sgemm(0, 0, M * s->p[MM_BATCH], N, K, 1.0f, a, K, b, N, beta, y, N);
+			return;
+		}
+	}
+	for (int64_t t = 0; t < s->p[MM_BATCH]; t++)
+	{
+		int64_t		oa = 0,
+					ob = 0;
+
+		for (int i = 0; i < br; i++)
+		{
+			oa += idx[i] * s->p[MM_RANK + 7 + i];
+			ob += idx[i] * s->p[MM_RANK + 13 + i];
+		}
+		nn_sgemm(0, 0, M, N, K, 1.0f, a + oa * M * K, K, b + ob * K * N, N,
+				 beta, y + t * M * N, N);
+		for (int i = br - 1; i >= 0; i--)
+		{
+			if (++idx[i] < s->p[MM_RANK + 1 + i])
+				break;
+			idx[i] = 0;
+		}
+	}
+}
+
+static void
+matmul_exec(NnRun *r)
+{
+	matmul_apply(r->s, r->in[0], r->in[1], r->out[0], 0.0f);
+}
+
+/* dY = dA B + A dB, one direction after another (dA B merges rows). */
+static void
+matmul_jvp(NnRun *r)
+{
+	const NnStep *s = r->s;
+	const NnShape *as = r->ish[0],
+			   *bs = r->ish[1];
+	int64_t		na = nn_numel(as),
+				nb = nn_numel(bs),
+				ny = nn_numel(r->osh[0]);
+
+	for (int j = 0; j < r->k; j++)
+	{
+		float	   *dy = r->tout[0] + j * ny;
+
+		if (r->tin[0])
+			matmul_apply(s, r->tin[0] + j * na, r->in[1], dy, 0.0f);
+		else
+			memset(dy, 0, sizeof(float) * ny);
+		if (r->tin[1])
+			matmul_apply(s, r->in[0], r->tin[1] + j * nb, dy, 1.0f);
+	}
+}
+
+/* --- pooling ------------------------------------------------------------- */
+
+static WdcStatus
+pool_prepare(NnCtx *c)
+{
+	NnStep	   *s = c->step;
+	const NnShape *x = nn_in_shape(c, 0);
+	int64_t		kdef[2] = {1, 1};
+	int			is_max = strcmp(s->op->name, "MaxPool") == 0;
+	int			ceil_mode = (int) nn_attr_int(s->node, "ceil_mode", 0);
+	NnShape		out;
+	WdcStatus	st;
+	int			n;
+
+	if (nn_in_elem(c, 0) != WDC_NN_FLOAT)
+		return nn_unsupported(c, "a non-float input");
+	if (s->n_out > 1 && s->out[1] >= 0)
+		return nn_unsupported(c, "the Indices output");
+	if (nn_attr_ints(s->node, "kernel_shape", &n) == NULL)
+		return nn_invalid(c, "kernel_shape is missing");
+	st = read_window(c, x, kdef, 0);
+	if (st != WDC_OK)
+		return st;
+	if (!is_max && (s->p[P_DH] != 1 || s->p[P_DW] != 1))
+		return nn_unsupported(c, "dilations");
+	for (int i = 0; i < 2; i++)
+	{
+		int64_t		in = i ? s->p[P_W] : s->p[P_H];
+		int64_t		pad = i ? s->p[P_PL] + s->p[P_PR] : s->p[P_PT] + s->p[P_PB];
+		int64_t		ext = ((i ? s->p[P_KW] : s->p[P_KH]) - 1) *
+			(i ? s->p[P_DW] : s->p[P_DH]) + 1;
+		int64_t		stride = i ? s->p[P_SW] : s->p[P_SH];
+		int64_t		span = in + pad - ext;
+		int64_t		o;
+
+		if (span < 0)
+			return nn_invalid(c, "kernel larger than the padded input");
+		o = (ceil_mode ? (span + stride - 1) / stride : span / stride) + 1;
+		/* a window must start inside the input or the leading pad */
+		if (ceil_mode && (o - 1) * stride >= in + (i ? s->p[P_PL] : s->p[P_PT]))
+			o--;
+		s->p[P_OH + i] = o;
+	}
+	s->p[P_M] = x->d[1];
+	s->p[P_GROUP] = is_max;
+	s->p[P_COUNT_PAD] = nn_attr_int(s->node, "count_include_pad", 0);
+	window_out_shape(s, x->d[1], &out);
+	return nn_set_out(c, 0, &out, WDC_NN_FLOAT);
+}
+
+/*
+ * Pool nbatch images.  With tx/ty set (MaxPool JVP), the tangent at each
+ * window's maximum is copied instead of the value.
+ */
+static void
+pool_apply(const int64_t *p, int64_t nbatch, const float *x, float *y,
+		   const float *tx, float *ty, int k)
+{
+	int64_t		C = p[P_C],
+				H = p[P_H],
+				W = p[P_W],
+				OH = p[P_OH],
+				OW = p[P_OW];
+	int			is_max = (int) p[P_GROUP];
+
+	for (int64_t pl = 0; pl < nbatch * C; pl++)
+	{
+		const float *xp = x + pl * H * W;
+		float	   *yp = y + pl * OH * OW;
+
+		for (int64_t oh = 0; oh < OH; oh++)
+			for (int64_t ow = 0; ow < OW; ow++)
+			{
+				int64_t		h0 = oh * p[P_SH] - p[P_PT],
+							w0 = ow * p[P_SW] - p[P_PL];
+				float		best = -INFINITY;
+				int64_t		arg = -1;
+				double		sum = 0;
+				int64_t		cnt = 0;
+
+				for (int64_t ki = 0; ki < p[P_KH]; ki++)
+				{
+					int64_t		ih = h0 + ki * p[P_DH];
+
+					if (ih < 0 || ih >= H)
+						continue;
+					for (int64_t kj = 0; kj < p[P_KW]; kj++)
+					{
+						int64_t		iw = w0 + kj * p[P_DW];
+
+						if (iw < 0 || iw >= W)
+							continue;
+						if (xp[ih * W + iw] > best || arg < 0)
+						{
+							best = xp[ih * W + iw];
+							arg = ih * W + iw;
+						}
+						sum += xp[ih * W + iw];
+						cnt++;
+					}
+				}
+				if (is_max)
+				{
+					if (ty)
+						for (int j = 0; j < k; j++)
+							ty[(j * nbatch * C + pl) * OH * OW + oh * OW + ow] =
+								arg >= 0 ? tx[(j * nbatch * C + pl) * H * W + arg] : 0.0f;
+					else
+						yp[oh * OW + ow] = best;
+				}
+				else
+				{
+					if (p[P_COUNT_PAD])
+					{
+						/* the window clipped to the padded input */
+						int64_t		he = h0 + p[P_KH] < H + p[P_PB] ? h0 + p[P_KH] : H + p[P_PB];
+						int64_t		we = w0 + p[P_KW] < W + p[P_PR] ? w0 + p[P_KW] : W + p[P_PR];
+
+						cnt = (he - h0) * (we - w0);
+					}
+					yp[oh * OW + ow] = cnt > 0 ? (float) (sum / cnt) : 0.0f;
+				}
+			}
+	}
+}
+
+static void
+pool_exec(NnRun *r)
+{
+	pool_apply(r->s->p, r->s->p[P_N], r->in[0], r->out[0], NULL, NULL, 0);
+}
+
+static void
+pool_jvp(NnRun *r)
+{
+	if (r->s->p[P_GROUP])
+		pool_apply(r->s->p, r->s->p[P_N], r->in[0], r->out[0], r->tin[0],
+				   r->tout[0], r->k);
+	else
+		pool_apply(r->s->p, r->s->p[P_N] * r->k, r->tin[0], r->tout[0], NULL,
+				   NULL, 0);
+}
+
+static WdcStatus
+gap_prepare(NnCtx *c)
+{
+	const NnShape *x = nn_in_shape(c, 0);
+	NnShape		out = *x;
+
+	if (nn_in_elem(c, 0) != WDC_NN_FLOAT)
+		return nn_unsupported(c, "a non-float input");
+	if (x->rank < 3)
+		return nn_invalid(c, "input needs spatial dimensions");
+	for (int i = 2; i < x->rank; i++)
+		out.d[i] = 1;
+	c->step->p[0] = x->d[0] * x->d[1];
+	c->step->p[1] = nn_numel(x) / (c->step->p[0] ? c->step->p[0] : 1);
+	return nn_set_out(c, 0, &out, WDC_NN_FLOAT);
+}
+
+static void
+gap_apply(const int64_t *p, int64_t planes, const float *x, float *y)
+{
+	for (int64_t i = 0; i < planes; i++)
+	{
+		double		sum = 0;
+
+		for (int64_t j = 0; j < p[1]; j++)
+			sum += x[i * p[1] + j];
+		y[i] = p[1] ? (float) (sum / p[1]) : 0.0f;
+	}
+}
+
+static void
+gap_exec(NnRun *r)
+{
+	gap_apply(r->s->p, r->s->p[0], r->in[0], r->out[0]);
+}
+
+static void
+gap_jvp(NnRun *r)
+{
+	gap_apply(r->s->p, r->s->p[0] * r->k, r->tin[0], r->tout[0]);
+}
+
+const NnOpDef nn_ops_linear[] = {
+	{"Conv", 1, 2, 3, 1, 1, conv_prepare, conv_exec, conv_jvp},
+	{"ConvTranspose", 1, 2, 3, 1, 1, convt_prepare, convt_exec, convt_jvp},
+	{"Gemm", 1, 2, 3, 1, 1, gemm_prepare, gemm_exec, gemm_jvp},
+	{"MatMul", 1, 2, 2, 1, 1, matmul_prepare, matmul_exec, matmul_jvp},
+	{"MaxPool", 1, 1, 1, 1, 2, pool_prepare, pool_exec, pool_jvp},
+	{"AveragePool", 1, 1, 1, 1, 1, pool_prepare, pool_exec, pool_jvp},
+	{"GlobalAveragePool", 1, 1, 1, 1, 1, gap_prepare, gap_exec, gap_jvp},
+	{NULL}
+};

@@ -1,0 +1,733 @@
+/*
+ * nn_plan.c
+ *	  Plan a loaded model for concrete input shapes.
+ *
+ * Planning walks the nodes in topological order once:
+ *	1. give every input its shape (symbolic dimensions become the batch size)
+ *	   and every initializer its data;
+ *	2. for each node, let the operator's prepare function check attributes,
+ *	   infer output shapes and resolve parameters; when all its inputs are
+ *	   constant, run the kernel right away and keep the result as a constant
+ *	   (this folds the Shape/Gather/Unsqueeze/Concat/Reshape chains that
+ *	   exporters emit for dynamic batch sizes); BatchNormalization folds
+ *	   itself into a preceding Conv or Gemm in its prepare function;
+ *	3. mark the values that carry tangents when a JVP is requested;
+ *	4. compute each remaining buffer's lifetime (first writer, last reader)
+ *	   and place buffers in one arena, first fit by offset, so that buffers
+ *	   whose lifetimes do not overlap share memory.
+ * The arena is allocated once here and reused by every run of the plan.
+ */
+#include "nn/nn_int.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define NN_ALIGN 64
+
+int64_t
+nn_numel(const NnShape *s)
+{
+	int64_t		n = 1;
+
+	for (int i = 0; i < s->rank; i++)
+		n *= s->d[i];
+	return n;
+}
+
+/* Normalize a possibly negative axis; returns 0 when out of range. */
+int
+nn_norm_axis(int64_t axis, int rank, int *out)
+{
+	if (axis < -rank || axis >= rank)
+		return 0;
+	*out = (int) (axis < 0 ? axis + rank : axis);
+	return 1;
+}
+
+static const char *
+node_name(NnCtx *c)
+{
+	const char *n = c->step->node->proto->name;
+
+	return (n && n[0]) ? n : "(unnamed)";
+}
+
+WdcStatus
+nn_unsupported(NnCtx *c, const char *fmt,...)
+{
+	char		msg[160];
+	va_list		ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	return wdc_error(c->env, WDC_ERR_UNSUPPORTED,
+					 "operator \"%s\" (node \"%s\", opset %d): %s is not supported",
+					 c->step->op->name, node_name(c), c->opset, msg);
+}
+
+WdcStatus
+nn_invalid(NnCtx *c, const char *fmt,...)
+{
+	char		msg[160];
+	va_list		ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	return wdc_error(c->env, WDC_ERR_CORRUPT,
+					 "invalid node \"%s\" (%s): %s",
+					 node_name(c), c->step->op->name, msg);
+}
+
+int
+nn_has_in(NnCtx *c, int i)
+{
+	return i < c->step->n_in && c->step->in[i] >= 0;
+}
+
+const NnShape *
+nn_in_shape(NnCtx *c, int i)
+{
+	return &c->plan->vals[c->step->in[i]].shape;
+}
+
+int
+nn_in_elem(NnCtx *c, int i)
+{
+	return c->plan->vals[c->step->in[i]].elem;
+}
+
+const void *
+nn_in_const(NnCtx *c, int i)
+{
+	if (!nn_has_in(c, i))
+		return NULL;
+	return c->plan->vals[c->step->in[i]].cdata;
+}
+
+/* Check that a shape is within the runtime's limits. */
+WdcStatus
+nn_check_shape(NnCtx *c, const NnShape *s)
+{
+	int64_t		n = 1;
+
+	if (s->rank < 0 || s->rank > NN_MAX_RANK)
+		return nn_unsupported(c, "rank %d", s->rank);
+	for (int i = 0; i < s->rank; i++)
+	{
+		if (s->d[i] < 0 || s->d[i] > NN_MAX_NUMEL)
+			return nn_invalid(c, "dimension %lld out of range",
+							  (long long) s->d[i]);
+		if (__builtin_mul_overflow(n, s->d[i], &n) || n > NN_MAX_NUMEL)
+			return wdc_error(c->env, WDC_ERR_LIMIT,
+							 "tensor of node \"%s\" (%s) is too large",
+							 node_name(c), c->step->op->name);
+	}
+	return WDC_OK;
+}
+
+WdcStatus
+nn_set_out(NnCtx *c, int i, const NnShape *shape, int elem)
+{
+	NnPVal	   *v;
+	WdcStatus	st;
+
+	if (i >= c->step->n_out || c->step->out[i] < 0)
+		return WDC_OK;			/* optional output not requested */
+	st = nn_check_shape(c, shape);
+	if (st != WDC_OK)
+		return st;
+	v = &c->plan->vals[c->step->out[i]];
+	v->shape = *shape;
+	v->elem = elem;
+	v->known = 1;
+	return WDC_OK;
+}
+
+/* Set an output to a constant computed at plan time (data is copied). */
+WdcStatus
+nn_set_out_const(NnCtx *c, int i, const NnShape *shape, int elem,
+				 const void *data)
+{
+	NnPVal	   *v;
+	size_t		bytes;
+	WdcStatus	st = nn_set_out(c, i, shape, elem);
+
+	if (st != WDC_OK || i >= c->step->n_out || c->step->out[i] < 0)
+		return st;
+	v = &c->plan->vals[c->step->out[i]];
+	bytes = (size_t) nn_numel(shape) * nn_elem_size(elem);
+	v->cdata = wdc_alloc(c->env, bytes);
+	if (v->cdata == NULL)
+		return wdc_error(c->env, WDC_ERR_NOMEM, "out of memory planning model");
+	v->owned = 1;
+	memcpy(v->cdata, data, bytes);
+	return WDC_OK;
+}
+
+/*
+ * Read a constant integer input (int64, or float holding whole numbers) of
+ * at most max elements.
+ */
+WdcStatus
+nn_const_ints(NnCtx *c, int i, int64_t *out, int max, int *n)
+{
+	const NnPVal *v = &c->plan->vals[c->step->in[i]];
+	int64_t		cnt = nn_numel(&v->shape);
+
+	if (v->cdata == NULL)
+		return nn_unsupported(c, "a non-constant input %d", i);
+	if (v->shape.rank > 1 || cnt > max)
+		return nn_invalid(c, "input %d must be a vector of at most %d values",
+						  i, max);
+	for (int64_t j = 0; j < cnt; j++)
+		out[j] = v->elem == WDC_NN_INT64 ? ((int64_t *) v->cdata)[j]
+			: (int64_t) ((float *) v->cdata)[j];
+	*n = (int) cnt;
+	return WDC_OK;
+}
+
+/* --- arena placement ---------------------------------------------------- */
+
+typedef struct Block
+{
+	int64_t		offset;
+	size_t		size;
+	int			first;
+	int			last;
+} Block;
+
+static int
+cmp_block_offset(const void *a, const void *b)
+{
+	const Block *x = *(const Block *const *) a;
+	const Block *y = *(const Block *const *) b;
+
+	return (x->offset > y->offset) - (x->offset < y->offset);
+}
+
+/*
+ * Place blocks (in the given order) at the lowest offset that does not
+ * overlap, in memory, any earlier block whose lifetime intersects its own.
+ * Returns the arena size, or SIZE_MAX when out of memory.
+ */
+static size_t
+place_blocks(const WdcEnv *env, Block *blocks, int n)
+{
+	Block	  **live = wdc_alloc(env, sizeof(Block *) * (n + 1));
+	size_t		total = 0;
+
+	if (live == NULL)
+		return SIZE_MAX;
+	for (int i = 0; i < n; i++)
+	{
+		Block	   *b = &blocks[i];
+		int			nl = 0;
+		size_t		at = 0;
+
+		for (int j = 0; j < i; j++)
+			if (blocks[j].first <= b->last && b->first <= blocks[j].last)
+				live[nl++] = &blocks[j];
+		qsort(live, nl, sizeof(Block *), cmp_block_offset);
+		for (int j = 0; j < nl; j++)
+		{
+			if ((size_t) live[j]->offset >= at + b->size)
+				break;
+			if ((size_t) live[j]->offset + live[j]->size > at)
+				at = (size_t) live[j]->offset + live[j]->size;
+		}
+		b->offset = (int64_t) at;
+		if (at + b->size > total)
+			total = at + b->size;
+	}
+	wdc_free(env, live);
+	return total;
+}
+
+static size_t
+round_up(size_t n)
+{
+	return (n + NN_ALIGN - 1) & ~(size_t) (NN_ALIGN - 1);
+}
+
+/* Step 4: lifetimes and arena offsets. */
+static WdcStatus
+plan_arena(const WdcEnv *env, WdcNnPlan *p)
+{
+	const WdcNnModel *m = p->model;
+	int			nv = m->n_values;
+	Block	   *blocks = wdc_alloc(env, sizeof(Block) * (2 * nv + 1));
+	int		   *owner = wdc_alloc(env, sizeof(int) * (2 * nv + 1));
+	int			nb = 0;
+	size_t		scratch = 0;
+	size_t		total;
+
+	if (!blocks || !owner)
+	{
+		wdc_free(env, blocks);
+		wdc_free(env, owner);
+		return wdc_error(env, WDC_ERR_NOMEM, "out of memory planning model");
+	}
+
+	/* lifetimes: inputs live from before the first step */
+	for (int v = 0; v < nv; v++)
+	{
+		p->vals[v].first = m->values[v].input >= 0 ? -1 : INT32_MAX;
+		p->vals[v].last = -2;
+	}
+	for (int s = 0; s < p->n_steps; s++)
+	{
+		NnStep	   *st = &p->steps[s];
+
+		if (st->skip)
+			continue;
+		for (int i = 0; i < st->n_in; i++)
+			if (st->in[i] >= 0)
+				p->vals[st->in[i]].last = s;
+		for (int i = 0; i < st->n_out; i++)
+			if (st->out[i] >= 0 && p->vals[st->out[i]].first > s)
+				p->vals[st->out[i]].first = s;
+		if (st->scratch + (p->jvp_k ? st->tscratch : 0) > scratch)
+			scratch = st->scratch + (p->jvp_k ? st->tscratch : 0);
+	}
+	for (int i = 0; i < m->n_outputs; i++)
+		p->vals[m->output_value[i]].last = p->n_steps;
+	for (int i = 0; i < m->n_inputs; i++)
+		if (p->vals[m->input_value[i]].last < -1)
+			p->vals[m->input_value[i]].last = -1;
+
+	/* one block per non-constant buffer, and one for its tangents */
+	for (int v = 0; v < nv; v++)
+	{
+		NnPVal	   *pv = &p->vals[v];
+
+		pv->offset = -1;
+		pv->toffset = -1;
+		if (pv->cdata || !pv->known || pv->first == INT32_MAX || pv->last < -1)
+			continue;
+		pv->bytes = (size_t) nn_numel(&pv->shape) * nn_elem_size(pv->elem);
+		blocks[nb] = (Block)
+		{
+			0, round_up(pv->bytes), pv->first, pv->last
+		};
+		owner[nb++] = v;
+		if (pv->tangent)
+		{
+			size_t		tb;
+
+			if (!wdc_size_mul(pv->bytes, (size_t) p->jvp_k, &tb))
+				goto too_big;
+			blocks[nb] = (Block)
+			{
+				0, round_up(tb), pv->first, pv->last
+			};
+			owner[nb++] = -1 - v;
+		}
+	}
+	total = place_blocks(env, blocks, nb);
+	if (total == SIZE_MAX)
+	{
+		wdc_free(env, blocks);
+		wdc_free(env, owner);
+		return wdc_error(env, WDC_ERR_NOMEM, "out of memory planning model");
+	}
+	for (int i = 0; i < nb; i++)
+	{
+		if (owner[i] >= 0)
+			p->vals[owner[i]].offset = blocks[i].offset;
+		else
+			p->vals[-1 - owner[i]].toffset = blocks[i].offset;
+	}
+	wdc_free(env, blocks);
+	wdc_free(env, owner);
+
+	/* scratch (im2col columns and the like) follows the buffers */
+	p->scratch_offset = round_up(total);
+	if (!wdc_size_add(p->scratch_offset, round_up(scratch), &p->arena_bytes) ||
+		p->arena_bytes > ((size_t) 1 << 42))
+		return wdc_error(env, WDC_ERR_LIMIT,
+						 "model needs %zu bytes of work memory", p->arena_bytes);
+	p->arena = wdc_alloc(env, p->arena_bytes + NN_ALIGN);
+	if (p->arena == NULL)
+		return wdc_error(env, WDC_ERR_NOMEM,
+						 "out of memory allocating %zu bytes of work memory",
+						 p->arena_bytes);
+	return WDC_OK;
+
+too_big:
+	wdc_free(env, blocks);
+	wdc_free(env, owner);
+	return wdc_error(env, WDC_ERR_LIMIT, "tangent buffers are too large");
+}
+
+/* Run a step whose inputs are all constant and keep its outputs. */
+static WdcStatus
+fold_step(NnCtx *c)
+{
+	NnStep	   *s = c->step;
+	NnRun		r;
+
+	memset(&r, 0, sizeof(r));
+	r.s = s;
+	for (int i = 0; i < s->n_in; i++)
+		if (s->in[i] >= 0)
+		{
+			r.in[i] = c->plan->vals[s->in[i]].cdata;
+			r.ish[i] = &c->plan->vals[s->in[i]].shape;
+		}
+	if (s->scratch)
+	{
+		r.scratch = wdc_alloc(c->env, s->scratch);
+		if (r.scratch == NULL)
+			return wdc_error(c->env, WDC_ERR_NOMEM, "out of memory planning model");
+	}
+	for (int i = 0; i < s->n_out; i++)
+	{
+		NnPVal	   *v;
+
+		if (s->out[i] < 0)
+			continue;
+		v = &c->plan->vals[s->out[i]];
+		v->cdata = wdc_alloc(c->env,
+							 (size_t) nn_numel(&v->shape) * nn_elem_size(v->elem));
+		if (v->cdata == NULL)
+		{
+			wdc_free(c->env, r.scratch);
+			return wdc_error(c->env, WDC_ERR_NOMEM, "out of memory planning model");
+		}
+		v->owned = 1;
+		r.out[i] = v->cdata;
+		r.osh[i] = &v->shape;
+	}
+	s->op->exec(&r);
+	wdc_free(c->env, r.scratch);
+	s->skip = 1;
+	return WDC_OK;
+}
+
+/* Step 2 for one node. */
+static WdcStatus
+plan_step(NnCtx *c)
+{
+	NnStep	   *s = c->step;
+	int			all_const = 1;
+	WdcStatus	st;
+
+	for (int i = 0; i < s->n_in; i++)
+	{
+		if (s->in[i] < 0)
+			continue;
+		if (!c->plan->vals[s->in[i]].known)
+			return nn_invalid(c, "input %d has no inferred shape", i);
+		if (c->plan->vals[s->in[i]].cdata == NULL)
+			all_const = 0;
+	}
+	st = s->op->prepare(c);
+	if (st != WDC_OK)
+		return st;
+	if (s->skip)
+		return WDC_OK;			/* prepare folded or merged it */
+	for (int i = 0; i < s->n_out; i++)
+		if (s->out[i] >= 0 && !c->plan->vals[s->out[i]].known)
+			return wdc_error(c->env, WDC_ERR_INTERNAL,
+							 "operator %s left output %d without a shape",
+							 s->op->name, i);
+	/* Shape and Constant produce constants whatever their input */
+	{
+		int			outs_const = 1;
+
+		for (int i = 0; i < s->n_out; i++)
+			if (s->out[i] >= 0 && c->plan->vals[s->out[i]].cdata == NULL)
+				outs_const = 0;
+		if (outs_const)
+		{
+			s->skip = 1;
+			return WDC_OK;
+		}
+	}
+	if (all_const)
+		return fold_step(c);
+	return WDC_OK;
+}
+
+/* Step 1: shapes and data of graph inputs. */
+static WdcStatus
+bind_inputs(const WdcEnv *env, WdcNnPlan *p, const WdcNnPlanOptions *o)
+{
+	const WdcNnModel *m = p->model;
+
+	for (int i = 0; i < m->n_inputs; i++)
+	{
+		const WdcNnTensorInfo *mi = &m->inputs[i];
+		const WdcNnBinding *b = o->bindings ? &o->bindings[i] : NULL;
+		NnPVal	   *v = &p->vals[m->input_value[i]];
+		int64_t		n = 1;
+
+		v->elem = mi->elem_type;
+		if (b && b->rank >= 0)
+		{
+			if (b->rank > NN_MAX_RANK)
+				return wdc_error(env, WDC_ERR_INVALID,
+								 "input \"%s\" has rank %d, more than %d",
+								 mi->name, b->rank, NN_MAX_RANK);
+			v->shape.rank = b->rank;
+			memcpy(v->shape.d, b->dims, sizeof(int64_t) * b->rank);
+		}
+		else
+		{
+			v->shape.rank = mi->rank;
+			for (int d = 0; d < mi->rank; d++)
+				v->shape.d[d] = mi->dims[d] < 0 ? o->batch : mi->dims[d];
+		}
+		for (int d = 0; d < v->shape.rank; d++)
+			if (v->shape.d[d] < 0 ||
+				__builtin_mul_overflow(n, v->shape.d[d], &n) || n > NN_MAX_NUMEL)
+				return wdc_error(env, WDC_ERR_INVALID,
+								 "input \"%s\" has an invalid shape", mi->name);
+		v->known = 1;
+		if (b && b->data)
+		{
+			size_t		bytes;
+
+			if (b->elem_type != WDC_NN_FLOAT && b->elem_type != WDC_NN_INT64)
+				return wdc_error(env, WDC_ERR_INVALID,
+								 "input \"%s\" is bound with element type %d",
+								 mi->name, b->elem_type);
+			v->elem = b->elem_type;
+			bytes = (size_t) n * nn_elem_size(v->elem);
+			v->cdata = wdc_alloc(env, bytes);
+			if (v->cdata == NULL)
+				return wdc_error(env, WDC_ERR_NOMEM, "out of memory planning model");
+			v->owned = 1;
+			memcpy(v->cdata, b->data, bytes);
+		}
+		p->inputs[i] = *mi;
+		p->inputs[i].rank = v->shape.rank;
+		p->inputs[i].elem_type = v->elem;
+		memcpy(p->inputs[i].dims, v->shape.d, sizeof(int64_t) * v->shape.rank);
+	}
+	return WDC_OK;
+}
+
+/* Step 3: tangent flags. */
+static WdcStatus
+mark_tangents(const WdcEnv *env, WdcNnPlan *p)
+{
+	const WdcNnModel *m = p->model;
+	NnPVal	   *iv;
+
+	if (p->jvp_input < 0 || p->jvp_input >= m->n_inputs)
+		return wdc_error(env, WDC_ERR_INVALID, "JVP input %d does not exist",
+						 p->jvp_input);
+	iv = &p->vals[m->input_value[p->jvp_input]];
+	if (iv->elem != WDC_NN_FLOAT || iv->cdata)
+		return wdc_error(env, WDC_ERR_INVALID,
+						 "JVP input \"%s\" must be a float input supplied at run time",
+						 m->inputs[p->jvp_input].name);
+	iv->tangent = 1;
+	for (int s = 0; s < p->n_steps; s++)
+	{
+		NnStep	   *st = &p->steps[s];
+		int			any = 0;
+
+		if (st->skip)
+			continue;
+		for (int i = 0; i < st->n_in; i++)
+			if (st->in[i] >= 0 && p->vals[st->in[i]].tangent)
+				any = 1;
+		if (!any)
+			continue;
+		if (st->op->jvp == NULL)
+		{
+			const char *nm = st->node->proto->name;
+
+			return wdc_error(env, WDC_ERR_UNSUPPORTED,
+							 "operator \"%s\" (node \"%s\") has no JVP",
+							 st->op->name, nm && nm[0] ? nm : "(unnamed)");
+		}
+		for (int i = 0; i < st->n_out; i++)
+			if (st->out[i] >= 0 && p->vals[st->out[i]].elem == WDC_NN_FLOAT)
+				p->vals[st->out[i]].tangent = 1;
+	}
+	return WDC_OK;
+}
+
+WdcStatus
+wdc_nn_plan_create_ex(const WdcEnv *env, const WdcNnModel *m,
+					  const WdcNnPlanOptions *o, WdcNnPlan **plan)
+{
+	WdcNnPlan  *p;
+	WdcStatus	st;
+
+	*plan = NULL;
+	if (o->batch < 1 || o->batch > NN_MAX_NUMEL)
+		return wdc_error(env, WDC_ERR_INVALID, "batch size %lld is out of range",
+						 (long long) o->batch);
+	if (o->jvp_k < 0 || o->jvp_k > 4096)
+		return wdc_error(env, WDC_ERR_INVALID,
+						 "number of tangent directions %d is out of range (0 to 4096)",
+						 o->jvp_k);
+	p = wdc_alloc0(env, sizeof(WdcNnPlan));
+	if (p == NULL)
+		return wdc_error(env, WDC_ERR_NOMEM, "out of memory planning model");
+	p->model = m;
+	p->jvp_input = o->jvp_input;
+	p->jvp_k = o->jvp_k;
+	p->vals = wdc_alloc0(env, sizeof(NnPVal) * (m->n_values + 1));
+	p->steps = wdc_alloc0(env, sizeof(NnStep) * (m->n_nodes + 1));
+	p->inputs = wdc_alloc0(env, sizeof(WdcNnTensorInfo) * (m->n_inputs + 1));
+	p->outputs = wdc_alloc0(env, sizeof(WdcNnTensorInfo) * (m->n_outputs + 1));
+	if (!p->vals || !p->steps || !p->inputs || !p->outputs)
+	{
+		st = wdc_error(env, WDC_ERR_NOMEM, "out of memory planning model");
+		goto fail;
+	}
+
+	/* step 1 */
+	for (int v = 0; v < m->n_values; v++)
+		if (m->values[v].is_init)
+		{
+			p->vals[v].shape = m->values[v].shape;
+			p->vals[v].elem = m->values[v].elem;
+			p->vals[v].cdata = m->values[v].data;
+			p->vals[v].known = 1;
+		}
+	st = bind_inputs(env, p, o);
+	if (st != WDC_OK)
+		goto fail;
+
+	/* step 2 */
+	p->n_steps = m->n_nodes;
+	for (int i = 0; i < m->n_nodes; i++)
+	{
+		NnStep	   *s = &p->steps[i];
+		const NnNode *nd = &m->nodes[i];
+		NnCtx		c = {env, p, s, m->opset};
+
+		s->op = nd->op;
+		s->node = nd;
+		s->n_in = nd->n_in;
+		s->n_out = nd->n_out;
+		s->in = wdc_alloc(env, sizeof(int) * (nd->n_in + 1));
+		s->out = wdc_alloc(env, sizeof(int) * (nd->n_out + 1));
+		if (!s->in || !s->out)
+		{
+			st = wdc_error(env, WDC_ERR_NOMEM, "out of memory planning model");
+			goto fail;
+		}
+		memcpy(s->in, nd->in, sizeof(int) * nd->n_in);
+		memcpy(s->out, nd->out, sizeof(int) * nd->n_out);
+		st = plan_step(&c);
+		if (st != WDC_OK)
+			goto fail;
+		if (wdc_interrupted(env))
+		{
+			st = wdc_error(env, WDC_ERR_CANCELED, "canceling model planning");
+			goto fail;
+		}
+	}
+
+	/* output shapes */
+	for (int i = 0; i < m->n_outputs; i++)
+	{
+		NnPVal	   *v = &p->vals[m->output_value[i]];
+
+		if (!v->known)
+		{
+			st = wdc_error(env, WDC_ERR_CORRUPT,
+						   "graph output \"%s\" has no inferred shape",
+						   m->outputs[i].name);
+			goto fail;
+		}
+		p->outputs[i].name = m->outputs[i].name;
+		p->outputs[i].elem_type = v->elem;
+		p->outputs[i].rank = v->shape.rank;
+		memcpy(p->outputs[i].dims, v->shape.d, sizeof(int64_t) * v->shape.rank);
+	}
+
+	/* step 3 */
+	if (p->jvp_k > 0)
+	{
+		st = mark_tangents(env, p);
+		if (st != WDC_OK)
+			goto fail;
+	}
+
+	/* step 4 */
+	st = plan_arena(env, p);
+	if (st != WDC_OK)
+		goto fail;
+	*plan = p;
+	return WDC_OK;
+
+fail:
+	wdc_nn_plan_free(env, p);
+	return st;
+}
+
+WdcStatus
+wdc_nn_plan_create(const WdcEnv *env, const WdcNnModel *model, int64_t batch,
+				   WdcNnPlan **plan)
+{
+	WdcNnPlanOptions o;
+
+	memset(&o, 0, sizeof(o));
+	o.batch = batch;
+	return wdc_nn_plan_create_ex(env, model, &o, plan);
+}
+
+void
+wdc_nn_plan_free(const WdcEnv *env, WdcNnPlan *p)
+{
+	if (p == NULL)
+		return;
+	if (p->vals)
+		for (int v = 0; v < p->model->n_values; v++)
+			if (p->vals[v].owned)
+				wdc_free(env, p->vals[v].cdata);
+	if (p->steps)
+		for (int s = 0; s < p->model->n_nodes; s++)
+		{
+			wdc_free(env, p->steps[s].in);
+			wdc_free(env, p->steps[s].out);
+			wdc_free(env, p->steps[s].w);
+			wdc_free(env, p->steps[s].b);
+		}
+	wdc_free(env, p->vals);
+	wdc_free(env, p->steps);
+	wdc_free(env, p->inputs);
+	wdc_free(env, p->outputs);
+	wdc_free(env, p->arena);
+	wdc_free(env, p);
+}
+
+const WdcNnTensorInfo *
+wdc_nn_plan_input(const WdcNnPlan *p, int i)
+{
+	return (i >= 0 && i < p->model->n_inputs) ? &p->inputs[i] : NULL;
+}
+
+const WdcNnTensorInfo *
+wdc_nn_plan_output(const WdcNnPlan *p, int i)
+{
+	return (i >= 0 && i < p->model->n_outputs) ? &p->outputs[i] : NULL;
+}
+
+size_t
+wdc_nn_numel(const WdcNnTensorInfo *info)
+{
+	size_t		n = 1;
+
+	for (int i = 0; i < info->rank; i++)
+		n *= info->dims[i] < 0 ? 0 : (size_t) info->dims[i];
+	return n;
+}
+
+size_t
+wdc_nn_plan_arena_bytes(const WdcNnPlan *p)
+{
+	return p->arena_bytes;
+}
