@@ -537,11 +537,14 @@ static void
 concat_jvp(NnRun *r)
 {
 	int64_t		no = nn_numel(r->osh[0]);
+	float	   *zeros = r->scratch;
 
+	for (int i = 0; i < r->s->n_in; i++)
+		if (r->tin[i] == NULL)
+			memset(zeros, 0, sizeof(float) * nn_numel(r->ish[i]));
 	for (int j = 0; j < r->k; j++)
 	{
 		void	   *parts[16];
-		float	   *zeros = r->scratch;
 
 		/* inputs without a tangent contribute zeros */
 		for (int i = 0; i < r->s->n_in; i++)
