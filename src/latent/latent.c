@@ -23,6 +23,7 @@
 #include "utils/numeric.h"
 
 #include "latent/latent.h"
+#include "latent/latent_parse.h"
 
 PG_FUNCTION_INFO_V1(latent_in);
 PG_FUNCTION_INFO_V1(latent_out);
@@ -74,13 +75,12 @@ LatentCheckTypmod(int dim, int32 typmod)
 }
 
 void
-LatentCheckVersion(const Latent *a)
+LatentVersionError(const Latent *a)
 {
-	if (a->version != LATENT_FORMAT_VERSION)
-		ereport(ERROR,
-				(errcode(ERRCODE_DATA_CORRUPTED),
-				 errmsg("unsupported latent format version %d", a->version),
-				 errhint("The value was written by a newer wdc release; install that release to read it.")));
+	ereport(ERROR,
+			(errcode(ERRCODE_DATA_CORRUPTED),
+			 errmsg("unsupported latent format version %d", a->version),
+			 errhint("The value was written by a newer wdc release; install that release to read it.")));
 }
 
 uint32
@@ -103,31 +103,6 @@ LatentCheckPair(const Latent *a, const Latent *b)
 	return a->fingerprint != 0 ? a->fingerprint : b->fingerprint;
 }
 
-/*
- * Raise an error for a non-finite element.  "what" names the input (for
- * example the literal) so the user can find it.
- */
-static void
-check_element(float value, const char *what)
-{
-	if (isnan(value))
-		ereport(ERROR,
-				(errcode(ERRCODE_DATA_EXCEPTION),
-				 errmsg("NaN not allowed in latent: \"%s\"", what),
-				 errhint("Replace NaN elements with finite values before converting.")));
-	if (isinf(value))
-		ereport(ERROR,
-				(errcode(ERRCODE_DATA_EXCEPTION),
-				 errmsg("infinite value not allowed in latent: \"%s\"", what),
-				 errhint("Latent elements must be finite float4 values.")));
-}
-
-static inline bool
-is_space(char c)
-{
-	return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f';
-}
-
 static void
 syntax_error(const char *lit, const char *why)
 {
@@ -139,112 +114,87 @@ syntax_error(const char *lit, const char *why)
 }
 
 /*
- * Parse "[x1,x2,...]" with optional spaces around elements and an optional
- * "@xxxxxxxx" suffix.  Elements are parsed with strtof, so overflow is
- * detected through ERANGE as float4in does.
+ * Text input.  latent_parse (PostgreSQL-free, fuzzed separately) does the
+ * work; this function sizes its buffer and turns its status into errors.
  */
 Datum
 latent_in(PG_FUNCTION_ARGS)
 {
 	char	   *lit = PG_GETARG_CSTRING(0);
 	int32		typmod = PG_GETARG_INT32(2);
-	char	   *p = lit;
+	int			cap = 1;
 	float	   *values;
-	int			dim = 0;
-	int			cap = 16;
-	uint32		fingerprint = 0;
+	int			dim;
+	uint32_t	fingerprint;
+	int			pos;
+	int			len;
+	LatentParseStatus st;
 	Latent	   *result;
 
-	while (is_space(*p))
-		p++;
-	if (*p != '[')
-		syntax_error(lit, "A latent must start with \"[\".");
-	p++;
-	while (is_space(*p))
-		p++;
-	if (*p == ']')
-		ereport(ERROR,
-				(errcode(ERRCODE_DATA_EXCEPTION),
-				 errmsg("latent must have at least 1 dimension: \"%s\"", lit)));
-
+	/* every element but the first follows a comma */
+	for (const char *c = lit; *c; c++)
+		if (*c == ',' && cap <= LATENT_MAX_DIM)
+			cap++;
+	cap = Min(cap, LATENT_MAX_DIM);
 	values = palloc(sizeof(float) * cap);
-	for (;;)
+
+	st = latent_parse(lit, values, cap, &dim, &fingerprint, &pos, &len);
+	switch (st)
 	{
-		char	   *end;
-		float		v;
-
-		while (is_space(*p))
-			p++;
-		if (*p == ',' || *p == ']' || *p == '\0')
+		case LATENT_PARSE_OK:
+			break;
+		case LATENT_PARSE_NO_OPEN_BRACKET:
+			syntax_error(lit, "A latent must start with \"[\".");
+			break;
+		case LATENT_PARSE_EMPTY:
+			ereport(ERROR,
+					(errcode(ERRCODE_DATA_EXCEPTION),
+					 errmsg("latent must have at least 1 dimension: \"%s\"", lit)));
+			break;
+		case LATENT_PARSE_MISSING_ELEMENT:
 			syntax_error(lit, "An element is missing.");
-
-		if (dim == LATENT_MAX_DIM)
+			break;
+		case LATENT_PARSE_NOT_A_NUMBER:
+			syntax_error(lit, "An element is not a number.");
+			break;
+		case LATENT_PARSE_OUT_OF_RANGE:
+			ereport(ERROR,
+					(errcode(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE),
+					 errmsg("\"%.*s\" is out of range for type latent", len, lit + pos),
+					 errhint("Latent elements are float4: magnitudes from about 1.4e-45 to 3.4e38, or 0.")));
+			break;
+		case LATENT_PARSE_NAN:
+			ereport(ERROR,
+					(errcode(ERRCODE_DATA_EXCEPTION),
+					 errmsg("NaN not allowed in latent: \"%s\"", lit),
+					 errhint("Replace NaN elements with finite values before converting.")));
+			break;
+		case LATENT_PARSE_INFINITE:
+			ereport(ERROR,
+					(errcode(ERRCODE_DATA_EXCEPTION),
+					 errmsg("infinite value not allowed in latent: \"%s\"", lit),
+					 errhint("Latent elements must be finite float4 values.")));
+			break;
+		case LATENT_PARSE_TOO_MANY:
 			ereport(ERROR,
 					(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
 					 errmsg("latent cannot have more than %d dimensions", LATENT_MAX_DIM),
 					 errhint("Reduce the latent size of the model; wdc stores at most %d elements per value.",
 							 LATENT_MAX_DIM)));
-
-		errno = 0;
-		v = strtof(p, &end);
-		if (end == p)
-			syntax_error(lit, "An element is not a number.");
-		if (errno == ERANGE && (v == 0.0f || isinf(v)))
-			ereport(ERROR,
-					(errcode(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE),
-					 errmsg("\"%.*s\" is out of range for type latent",
-							(int) (end - p), p),
-					 errhint("Latent elements are float4: magnitudes from about 1.4e-45 to 3.4e38, or 0.")));
-		check_element(v, lit);
-
-		if (dim == cap)
-		{
-			cap *= 2;
-			values = repalloc(values, sizeof(float) * cap);
-		}
-		values[dim++] = v;
-
-		p = end;
-		while (is_space(*p))
-			p++;
-		if (*p == ',')
-		{
-			p++;
-			continue;
-		}
-		if (*p == ']')
-		{
-			p++;
 			break;
-		}
-		if (*p == '\0')
+		case LATENT_PARSE_NO_CLOSE_BRACKET:
 			syntax_error(lit, "A latent must end with \"]\".");
-		syntax_error(lit, "Elements must be separated by commas.");
-	}
-
-	/* optional fingerprint: "@" and exactly eight hexadecimal digits */
-	if (*p == '@')
-	{
-		int			ndigits = 0;
-
-		p++;
-		while (ndigits < 8 && isxdigit((unsigned char) *p))
-		{
-			int			c = (unsigned char) *p;
-			uint32		digit = (c <= '9') ? c - '0' : (c | 0x20) - 'a' + 10;
-
-			fingerprint = (fingerprint << 4) | digit;
-			ndigits++;
-			p++;
-		}
-		if (ndigits != 8 || isxdigit((unsigned char) *p))
+			break;
+		case LATENT_PARSE_NO_COMMA:
+			syntax_error(lit, "Elements must be separated by commas.");
+			break;
+		case LATENT_PARSE_BAD_FINGERPRINT:
 			syntax_error(lit, "A fingerprint must be exactly 8 hexadecimal digits after \"@\".");
+			break;
+		case LATENT_PARSE_TRAILING:
+			syntax_error(lit, "Unexpected characters follow the latent.");
+			break;
 	}
-
-	while (is_space(*p))
-		p++;
-	if (*p != '\0')
-		syntax_error(lit, "Unexpected characters follow the latent.");
 
 	LatentCheckTypmod(dim, typmod);
 	result = InitLatent(dim);

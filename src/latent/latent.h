@@ -42,12 +42,21 @@ typedef struct Latent
 /* Allocate a zeroed, untagged latent of dim elements in CurrentMemoryContext. */
 extern Latent *InitLatent(int dim);
 
+/* Raise the error for a format version this build cannot read. */
+extern void LatentVersionError(const Latent *a) pg_attribute_noreturn();
+
 /*
  * Raise an error unless the value's format version is one this build reads;
  * every function that reads stored latents calls it (through
- * LatentCheckPair or directly).
+ * LatentCheckPair or directly).  Inline because distance scans call it twice
+ * per row.
  */
-extern void LatentCheckVersion(const Latent *a);
+static inline void
+LatentCheckVersion(const Latent *a)
+{
+	if (unlikely(a->version != LATENT_FORMAT_VERSION))
+		LatentVersionError(a);
+}
 
 /*
  * Raise an error unless a and b have the same dimension and compatible
