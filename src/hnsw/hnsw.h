@@ -1,0 +1,321 @@
+/*
+ * hnsw.h
+ *	  The wdc_hnsw index access method: page layout, constants and the
+ *	  functions shared by its build, insert, scan and vacuum code.
+ *
+ * The index is a hierarchical navigable small world graph (Malkov and
+ * Yashunin, "Efficient and robust approximate nearest neighbor search using
+ * Hierarchical Navigable Small World graphs", IEEE TPAMI 2020).
+ *
+ * Page layout.  Block 0 is the metapage.  Every other block is a data page
+ * of element tuples.  An element tuple stores, contiguously, the element's
+ * header (level, flags, up to HNSW_HEAPTIDS heap TIDs), its vector and the
+ * neighbour lists of all its levels, so one buffer access gives a search
+ * both the distance to an element and the edges out of it.  Only when
+ * vector and lists together do not fit in a page (large dimensions) do the
+ * lists move to a separate neighbour tuple, placed on the same page when
+ * there is room.  Elements are written in breadth-first graph order by the
+ * in-memory build, so neighbours tend to share pages and a scan that visits
+ * several neighbours of one element often reads them from one pinned buffer.
+ *
+ * Neighbour lists have fixed capacity (2m slots at level 0, m above), so
+ * adding or replacing an edge overwrites the tuple in place and never moves
+ * it.  Unused slots hold an invalid item pointer and follow the used ones.
+ */
+#ifndef WDC_HNSW_H
+#define WDC_HNSW_H
+
+#include "postgres.h"
+
+#include "access/amapi.h"
+#include "access/generic_xlog.h"
+#include "access/reloptions.h"
+#include "lib/pairingheap.h"
+#include "nodes/execnodes.h"
+#include "storage/bufmgr.h"
+#include "storage/itemptr.h"
+#include "utils/relcache.h"
+
+#include "latent/latent.h"
+
+/* Identification and format */
+#define HNSW_MAGIC				0x57444348	/* "WDCH" */
+#define HNSW_FORMAT_VERSION		1
+#define HNSW_PAGE_ID			0xFF87
+#define HNSW_METAPAGE_BLKNO		0
+
+/* Limits */
+#define HNSW_MAX_DIM			2000	/* largest indexable dimension */
+#define HNSW_MAX_LEVEL			10	/* levels 0 .. 10; higher draws are capped */
+#define HNSW_HEAPTIDS			4	/* heap rows sharing one identical vector */
+
+/* Options */
+#define HNSW_DEFAULT_M			16
+#define HNSW_MIN_M				2
+#define HNSW_MAX_M				100
+#define HNSW_DEFAULT_EF_CONSTRUCTION	64
+#define HNSW_MIN_EF_CONSTRUCTION	4
+#define HNSW_MAX_EF_CONSTRUCTION	1000
+
+/* Support function numbers */
+#define HNSW_DISTANCE_PROC		1
+#define HNSW_NPROC				1
+
+/* Build progress sub-phases (pg_stat_progress_create_index.phase) */
+#define HNSW_PHASE_LOAD			2
+#define HNSW_PHASE_WRITE		3
+
+/* Tuple types */
+#define HNSW_ELEMENT_TUPLE		1
+#define HNSW_NEIGHBOR_TUPLE		2
+
+/* Element flags */
+#define HNSW_ELEMENT_DELETED	0x01	/* no live heap rows; vacuum removes it */
+
+/* Distance measures, picked from the opclass's distance function */
+typedef enum HnswMetric
+{
+	HNSW_METRIC_L2,				/* squared Euclidean distance */
+	HNSW_METRIC_COSINE,			/* 1 - dot of unit vectors */
+	HNSW_METRIC_IP,				/* negative dot product */
+	HNSW_METRIC_L1				/* taxicab distance */
+} HnswMetric;
+
+/* Reloptions */
+typedef struct HnswOptions
+{
+	int32		vl_len_;		/* varlena header (do not touch directly) */
+	int			m;				/* max neighbours per level above 0 */
+	int			efConstruction; /* candidate list size during build */
+} HnswOptions;
+
+/* Metapage contents (PageGetContents of block 0) */
+typedef struct HnswMetaPageData
+{
+	uint32		magic;
+	uint32		version;
+	uint32		dims;			/* 0 until the first vector is indexed */
+	uint16		m;
+	uint16		efConstruction;
+	ItemPointerData entryTid;	/* entry point element, invalid if empty */
+	int16		entryLevel;		/* its level, -1 if empty */
+	BlockNumber insertPage;		/* last page, first tried by inserts */
+} HnswMetaPageData;
+
+typedef HnswMetaPageData *HnswMetaPage;
+
+/* Special space of data pages */
+typedef struct HnswPageOpaqueData
+{
+	uint16		unused;
+	uint16		page_id;		/* HNSW_PAGE_ID */
+} HnswPageOpaqueData;
+
+typedef HnswPageOpaqueData *HnswPageOpaque;
+
+/*
+ * Element tuple.  x[dims] follows the header; for cosine indexes the stored
+ * vector is scaled to unit length.  When neighbortid is invalid the
+ * neighbour slots follow x[] in the same tuple (HnswTupleSlots).
+ */
+typedef struct HnswElementTupleData
+{
+	uint8		type;			/* HNSW_ELEMENT_TUPLE */
+	uint8		level;			/* top level, 0 .. HNSW_MAX_LEVEL */
+	uint8		flags;			/* HNSW_ELEMENT_* */
+	uint8		nheaptids;		/* used entries of heaptids */
+	uint32		fingerprint;	/* model fingerprint of the vector, 0 = none */
+	ItemPointerData heaptids[HNSW_HEAPTIDS];
+	ItemPointerData neighbortid;	/* separate neighbour tuple, or invalid */
+	uint16		unused;
+	float4		x[FLEXIBLE_ARRAY_MEMBER];
+} HnswElementTupleData;
+
+typedef HnswElementTupleData *HnswElementTuple;
+
+/* Neighbour tuple, used only when an element's lists do not fit inline */
+typedef struct HnswNeighborTupleData
+{
+	uint8		type;			/* HNSW_NEIGHBOR_TUPLE */
+	uint8		level;			/* same as the element's */
+	uint16		unused;
+	ItemPointerData elementtid; /* owning element tuple */
+	uint16		unused2;
+	ItemPointerData slots[FLEXIBLE_ARRAY_MEMBER];
+} HnswNeighborTupleData;
+
+typedef HnswNeighborTupleData *HnswNeighborTuple;
+
+/* Largest item that fits on a data page */
+#define HNSW_MAX_ITEM_SIZE \
+	MAXALIGN_DOWN(BLCKSZ - MAXALIGN(SizeOfPageHeaderData + sizeof(ItemIdData)) - \
+				  MAXALIGN(sizeof(HnswPageOpaqueData)))
+
+#define HnswPageGetOpaque(page) ((HnswPageOpaque) PageGetSpecialPointer(page))
+#define HnswPageGetMeta(page)	((HnswMetaPage) PageGetContents(page))
+
+/* Neighbour slots of a level: 2m at level 0, m above it */
+#define HnswLevelCapacity(m, lc)	((lc) == 0 ? 2 * (m) : (m))
+#define HnswLevelStart(m, lc)		((lc) == 0 ? 0 : 2 * (m) + ((lc) - 1) * (m))
+#define HnswSlotCount(m, level)		((m) * ((level) + 2))
+
+#define HnswElementHeaderSize		offsetof(HnswElementTupleData, x)
+#define HnswNeighborHeaderSize		offsetof(HnswNeighborTupleData, slots)
+
+/* Per-relation facts cached in rd_amcache */
+typedef struct HnswRelInfo
+{
+	HnswMetric	metric;
+} HnswRelInfo;
+
+/*
+ * An element met during a search (on disk, keyed by its tuple's TID).
+ * Copies are taken under a share lock, so they stay valid after the lock
+ * is released.
+ */
+typedef struct HnswCandidate
+{
+	ItemPointerData tid;		/* element tuple */
+	uint8		level;
+	uint8		nheaptids;
+	bool		deleted;
+	bool		expanded;		/* neighbours already visited */
+	bool		inResult;		/* in the result heap rather than pending */
+	uint32		fingerprint;
+	double		distance;		/* to the search's query */
+	ItemPointerData heaptids[HNSW_HEAPTIDS];
+	ItemPointerData neighbortid;	/* separate neighbour tuple, or invalid */
+	int			nneighbors;
+	ItemPointerData *neighbors; /* list at the search's level; NULL until
+								 * read when it lives in a neighbour tuple */
+	float	   *vector;			/* copy, only when the search keeps vectors */
+	pairingheap_node cnode;		/* in the candidate heap */
+	pairingheap_node rnode;		/* in the result or the pending heap */
+} HnswCandidate;
+
+/* Visited set: element TID -> candidate (simplehash instance in hnswutils.c) */
+typedef struct HnswVisitedEntry
+{
+	ItemPointerData tid;
+	char		status;
+	HnswCandidate *candidate;
+} HnswVisitedEntry;
+
+#define SH_PREFIX hnsw_visited
+#define SH_ELEMENT_TYPE HnswVisitedEntry
+#define SH_KEY_TYPE ItemPointerData
+#define SH_SCOPE extern
+#define SH_DECLARE
+#include "lib/simplehash.h"
+
+/*
+ * State of a best-first search on one level of the on-disk graph (HNSW
+ * paper, algorithm 2, SEARCH-LAYER), extended so that it can be resumed:
+ * elements that fall out of the ef best go to a pending heap instead of
+ * being forgotten, and the next batch starts from them.
+ */
+typedef struct HnswSearch
+{
+	Relation	index;
+	HnswMetric	metric;
+	int			dims;
+	int			m;
+	const float *query;			/* prepared query vector (unit for cosine) */
+	const Latent *queryLatent;	/* original query; set to check fingerprints */
+	int			level;
+	int			ef;
+	bool		keepVectors;	/* copy element vectors into candidates */
+	MemoryContext cxt;			/* holds everything the search allocates */
+	hnsw_visited_hash *visited;
+	pairingheap *candidates;	/* min-heap: not yet expanded */
+	pairingheap *result;		/* max-heap: the current batch's ef best */
+	pairingheap *pending;		/* min-heap: met, not yet in a batch */
+	int			nresult;
+	int			nvisited;
+	uint64		bufferAccesses; /* buffer reads, for benchmarks */
+} HnswSearch;
+
+/* hnsw.c */
+extern int	hnsw_ef_search;
+extern int	hnsw_max_scan_tuples;
+extern void wdc_hnsw_init(void);
+extern int	HnswGetM(Relation index);
+extern int	HnswGetEfConstruction(Relation index);
+
+/* hnswbuild.c */
+extern IndexBuildResult *hnswbuild(Relation heap, Relation index, IndexInfo *indexInfo);
+extern void hnswbuildempty(Relation index);
+
+/* hnswinsert.c */
+extern bool hnswinsert(Relation index, Datum *values, bool *isnull,
+					   ItemPointer heap_tid, Relation heap,
+					   IndexUniqueCheck checkUnique, bool indexUnchanged,
+					   IndexInfo *indexInfo);
+extern bool HnswPrepareValue(Relation index, HnswMetric metric, Datum value,
+							 float *out, int *dims, uint32 *fingerprint);
+extern void HnswWriteNeighborList(Relation index, ItemPointer etid, ItemPointer neighbortid,
+								  int dims, int m, int lc,
+								  const ItemPointerData *snapshot, int nsnapshot,
+								  const ItemPointerData *newlist, int nnew,
+								  ItemPointer newtid);
+extern void HnswInsertVector(Relation index, const float *vec, int dims,
+							 uint32 fingerprint, ItemPointer heaptid,
+							 MemoryContext tmpcxt);
+
+/* hnswscan.c */
+extern IndexScanDesc hnswbeginscan(Relation index, int nkeys, int norderbys);
+extern void hnswrescan(IndexScanDesc scan, ScanKey keys, int nkeys,
+					   ScanKey orderbys, int norderbys);
+extern bool hnswgettuple(IndexScanDesc scan, ScanDirection dir);
+extern void hnswendscan(IndexScanDesc scan);
+
+/* hnswvacuum.c */
+extern IndexBulkDeleteResult *hnswbulkdelete(IndexVacuumInfo *info,
+											 IndexBulkDeleteResult *stats,
+											 IndexBulkDeleteCallback callback,
+											 void *callback_state);
+extern IndexBulkDeleteResult *hnswvacuumcleanup(IndexVacuumInfo *info,
+												IndexBulkDeleteResult *stats);
+
+/* hnswvalidate.c */
+extern bool hnswvalidate(Oid opclassoid);
+
+/* hnswutils.c */
+extern HnswMetric HnswGetMetric(Relation index);
+extern double HnswDistance(HnswMetric metric, const float *a, const float *b, int dims);
+extern bool HnswPrepareVector(HnswMetric metric, const float *x, int dims, float *out);
+extern void HnswCheckDims(Relation index, int dims);
+extern int	HnswRandomLevel(int m);
+extern Size HnswElementTupleSize(int dims, int m, int level, bool inlineNeighbors);
+extern Size HnswNeighborTupleSize(int m, int level);
+extern bool HnswNeighborsFitInline(int dims, int m, int level);
+extern ItemPointer HnswTupleSlots(HnswElementTuple etup, int dims);
+extern void HnswInitPage(Page page);
+extern void HnswInitMetaPage(Page page, int dims, int m, int efConstruction);
+extern void HnswReadMeta(Relation index, HnswMetaPageData *meta);
+extern HnswElementTuple HnswGetElement(Page page, OffsetNumber off);
+extern HnswNeighborTuple HnswGetNeighborTuple(Page page, OffsetNumber off);
+extern int	HnswSelectNeighbors(HnswMetric metric, int dims, const float *const *vectors,
+								const double *distances, int n, int max, int *selected);
+extern void HnswRaiseFingerprintMismatch(const Latent *query, uint32 fingerprint);
+extern void HnswSearchInit(HnswSearch *search, Relation index, HnswMetric metric,
+						   int dims, int m, const float *query, int level, int ef,
+						   MemoryContext cxt);
+extern void HnswSearchAddSeed(HnswSearch *search, ItemPointer tid);
+extern int	HnswLoadCandidates(HnswSearch *search, ItemPointer tids, int n,
+							   HnswCandidate **out);
+extern void HnswLoadNeighbors(HnswSearch *search, HnswCandidate *c);
+extern HnswElementTuple HnswFormElement(int dims, int m, int level, bool inlineNeighbors,
+										const float *vec, uint32 fingerprint, Size *size);
+extern HnswNeighborTuple HnswFormNeighborTuple(int m, int level, Size *size);
+extern int	HnswSearchBatch(HnswSearch *search, int maxVisited, HnswCandidate **out);
+extern void HnswSearchDescend(Relation index, HnswMetric metric, int dims, int m,
+							  const float *query, const Latent *queryLatent,
+							  const HnswMetaPageData *meta, int toLevel,
+							  ItemPointer entry, uint64 *bufferAccesses,
+							  MemoryContext cxt);
+
+/* hnswverify.c: wdc.hnsw_verify(regclass) */
+extern Datum hnsw_verify(PG_FUNCTION_ARGS);
+
+#endif							/* WDC_HNSW_H */

@@ -1,0 +1,691 @@
+/*
+ * hnswinsert.c
+ *	  Insert one vector into an on-disk wdc_hnsw graph (HNSW paper,
+ *	  algorithm 1), safely alongside other inserts, scans and vacuum.
+ *
+ * Steps:
+ *	 1. Read the metapage; an empty index takes the first-insert path,
+ *		serialised by a heavyweight lock on the metapage.
+ *	 2. Descend greedily to the new element's level, then search each level
+ *		below with ef_construction and choose neighbours (algorithm 4).
+ *	 3. A vector identical to its nearest element joins that element as
+ *		another heap TID when there is room.
+ *	 4. Write the element tuple, lists filled, on a page with room.
+ *	 5. Add the reverse edges one neighbour at a time.
+ *	 6. Raise the entry point if the new element is the highest.
+ *
+ * Locking: at most one buffer lock is held at a time, except that the
+ * first insert holds no buffer lock across steps.  A reverse edge is
+ * computed from a snapshot of the neighbour's list taken under a share
+ * lock and written under an exclusive lock only if the list is still the
+ * same; otherwise the new edge goes into a free slot or is dropped.  So a
+ * concurrent change is never overwritten (no lost edges) and an edge is
+ * never added twice.  Every page change is WAL-logged with GenericXLog.
+ */
+#include "postgres.h"
+
+#include "access/generic_xlog.h"
+#include "storage/freespace.h"
+#include "storage/lmgr.h"
+#include "utils/memutils.h"
+#include "utils/rel.h"
+
+#include "hnsw/hnsw.h"
+
+/* A chosen neighbour of the new element at one level */
+typedef struct HnswNewEdge
+{
+	ItemPointerData tid;
+	double		distance;
+} HnswNewEdge;
+
+/*
+ * Check a latent for indexing and write its indexed form to out (room for
+ * HNSW_MAX_DIM floats).  Returns false when the index leaves the value out
+ * (zero vector under cosine).
+ */
+bool
+HnswPrepareValue(Relation index, HnswMetric metric, Datum value,
+				 float *out, int *dims, uint32 *fingerprint)
+{
+	Latent	   *v = DatumGetLatentP(value);
+
+	LatentCheckVersion(v);
+	if (v->dim > HNSW_MAX_DIM)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("latent of %d dimensions is too large for index \"%s\"",
+						v->dim, RelationGetRelationName(index)),
+				 errdetail("wdc_hnsw indexes at most %d dimensions.", HNSW_MAX_DIM)));
+	*dims = v->dim;
+	*fingerprint = v->fingerprint;
+	return HnswPrepareVector(metric, v->x, v->dim, out);
+}
+
+/*
+ * Return a buffer, exclusively locked, on a page with at least need bytes
+ * free (line pointers included).  *isnew says the page was just added and
+ * must be initialised; then *hint is set to it for the metapage.
+ */
+static Buffer
+GetPageWithRoom(Relation index, Size need, BlockNumber hint, bool *isnew)
+{
+	Buffer		buf;
+	BlockNumber blkno;
+
+	*isnew = false;
+
+	/* The last page, where inserts usually go */
+	if (hint != InvalidBlockNumber)
+	{
+		buf = ReadBuffer(index, hint);
+		LockBuffer(buf, BUFFER_LOCK_EXCLUSIVE);
+		if (PageGetExactFreeSpace(BufferGetPage(buf)) >= need)
+			return buf;
+		UnlockReleaseBuffer(buf);
+	}
+
+	/* Space freed by vacuum */
+	blkno = GetPageWithFreeSpace(index, need);
+	while (blkno != InvalidBlockNumber)
+	{
+		Size		freespace;
+
+		buf = ReadBuffer(index, blkno);
+		LockBuffer(buf, BUFFER_LOCK_EXCLUSIVE);
+		freespace = PageGetExactFreeSpace(BufferGetPage(buf));
+		if (!PageIsNew(BufferGetPage(buf)) && freespace >= need)
+			return buf;
+		UnlockReleaseBuffer(buf);
+		blkno = RecordAndGetPageWithFreeSpace(index, blkno, freespace, need);
+	}
+
+	/* A new page */
+	LockRelationForExtension(index, ExclusiveLock);
+	buf = ReadBuffer(index, P_NEW);
+	LockBuffer(buf, BUFFER_LOCK_EXCLUSIVE);
+	UnlockRelationForExtension(index, ExclusiveLock);
+	*isnew = true;
+	return buf;
+}
+
+/* Register buf for GenericXLog, initialising it when it is a new page */
+static Page
+RegisterPage(GenericXLogState *state, Buffer buf, bool isnew)
+{
+	Page		page;
+
+	page = GenericXLogRegisterBuffer(state, buf, isnew ? GENERIC_XLOG_FULL_IMAGE : 0);
+	if (isnew)
+		HnswInitPage(page);
+	return page;
+}
+
+/* Point the metapage's insert hint at a page just added */
+static void
+UpdateInsertPage(Relation index, BlockNumber blkno)
+{
+	Buffer		buf = ReadBuffer(index, HNSW_METAPAGE_BLKNO);
+	GenericXLogState *state;
+	HnswMetaPage meta;
+
+	LockBuffer(buf, BUFFER_LOCK_EXCLUSIVE);
+	state = GenericXLogStart(index);
+	meta = HnswPageGetMeta(RegisterPage(state, buf, false));
+	if (meta->insertPage == InvalidBlockNumber || meta->insertPage < blkno)
+	{
+		meta->insertPage = blkno;
+		GenericXLogFinish(state);
+	}
+	else
+		GenericXLogAbort(state);
+	UnlockReleaseBuffer(buf);
+}
+
+/*
+ * Write a new element tuple (and its neighbour tuple when the lists do not
+ * fit inline) and return its TID.  etup's inline slots or ntup's slots are
+ * already filled.
+ */
+static ItemPointerData
+WriteElement(Relation index, HnswElementTuple etup, Size esize,
+			 HnswNeighborTuple ntup, Size nsize, BlockNumber hint)
+{
+	ItemPointerData etid;
+	GenericXLogState *state;
+	Buffer		buf;
+	Page		page;
+	bool		isnew;
+	BlockNumber newpage = InvalidBlockNumber;
+	OffsetNumber eoff;
+
+	if (ntup == NULL || esize + nsize + 2 * sizeof(ItemIdData) <= HNSW_MAX_ITEM_SIZE + sizeof(ItemIdData))
+	{
+		/* Both tuples on one page, in one WAL record */
+		Size		need = esize + sizeof(ItemIdData) +
+			(ntup ? nsize + sizeof(ItemIdData) : 0);
+
+		buf = GetPageWithRoom(index, need, hint, &isnew);
+		if (isnew)
+			newpage = BufferGetBlockNumber(buf);
+		state = GenericXLogStart(index);
+		page = RegisterPage(state, buf, isnew);
+		eoff = PageAddItem(page, (Item) etup, esize, InvalidOffsetNumber, false, false);
+		if (eoff == InvalidOffsetNumber)
+			elog(ERROR, "failed to add element to index \"%s\"", RelationGetRelationName(index));
+		ItemPointerSet(&etid, BufferGetBlockNumber(buf), eoff);
+		if (ntup != NULL)
+		{
+			OffsetNumber noff;
+			HnswElementTuple placed;
+
+			ntup->elementtid = etid;
+			noff = PageAddItem(page, (Item) ntup, nsize, InvalidOffsetNumber, false, false);
+			if (noff == InvalidOffsetNumber)
+				elog(ERROR, "failed to add neighbour tuple to index \"%s\"",
+					 RelationGetRelationName(index));
+			placed = HnswGetElement(page, eoff);
+			ItemPointerSet(&placed->neighbortid, BufferGetBlockNumber(buf), noff);
+		}
+		GenericXLogFinish(state);
+		UnlockReleaseBuffer(buf);
+	}
+	else
+	{
+		/*
+		 * Two pages: the neighbour tuple first, so the element never points
+		 * at a missing one.  A crash between the records leaves an orphan
+		 * neighbour tuple that nothing references.
+		 */
+		ItemPointerData ntid;
+		OffsetNumber noff;
+
+		buf = GetPageWithRoom(index, nsize + sizeof(ItemIdData), hint, &isnew);
+		if (isnew)
+			newpage = BufferGetBlockNumber(buf);
+		state = GenericXLogStart(index);
+		page = RegisterPage(state, buf, isnew);
+		noff = PageAddItem(page, (Item) ntup, nsize, InvalidOffsetNumber, false, false);
+		if (noff == InvalidOffsetNumber)
+			elog(ERROR, "failed to add neighbour tuple to index \"%s\"",
+				 RelationGetRelationName(index));
+		ItemPointerSet(&ntid, BufferGetBlockNumber(buf), noff);
+		GenericXLogFinish(state);
+		UnlockReleaseBuffer(buf);
+
+		etup->neighbortid = ntid;
+		buf = GetPageWithRoom(index, esize + sizeof(ItemIdData),
+							  newpage != InvalidBlockNumber ? newpage : hint, &isnew);
+		if (isnew)
+			newpage = BufferGetBlockNumber(buf);
+		state = GenericXLogStart(index);
+		page = RegisterPage(state, buf, isnew);
+		eoff = PageAddItem(page, (Item) etup, esize, InvalidOffsetNumber, false, false);
+		if (eoff == InvalidOffsetNumber)
+			elog(ERROR, "failed to add element to index \"%s\"", RelationGetRelationName(index));
+		ItemPointerSet(&etid, BufferGetBlockNumber(buf), eoff);
+		GenericXLogFinish(state);
+		UnlockReleaseBuffer(buf);
+
+		/* Back link, used only by verification */
+		buf = ReadBuffer(index, ItemPointerGetBlockNumber(&ntid));
+		LockBuffer(buf, BUFFER_LOCK_EXCLUSIVE);
+		state = GenericXLogStart(index);
+		page = RegisterPage(state, buf, false);
+		ntup = HnswGetNeighborTuple(page, ItemPointerGetOffsetNumber(&ntid));
+		if (ntup != NULL)
+		{
+			ntup->elementtid = etid;
+			GenericXLogFinish(state);
+		}
+		else
+			GenericXLogAbort(state);
+		UnlockReleaseBuffer(buf);
+	}
+
+	if (newpage != InvalidBlockNumber)
+		UpdateInsertPage(index, newpage);
+	return etid;
+}
+
+/*
+ * Add heaptid to the element at tid if it still holds exactly vec and has
+ * room; returns whether it did.
+ */
+static bool
+AddHeapTid(Relation index, ItemPointer tid, const float *vec, int dims,
+		   uint32 fingerprint, ItemPointer heaptid)
+{
+	Buffer		buf = ReadBuffer(index, ItemPointerGetBlockNumber(tid));
+	GenericXLogState *state;
+	HnswElementTuple etup;
+	bool		added = false;
+
+	LockBuffer(buf, BUFFER_LOCK_EXCLUSIVE);
+	state = GenericXLogStart(index);
+	etup = HnswGetElement(RegisterPage(state, buf, false), ItemPointerGetOffsetNumber(tid));
+	if (etup != NULL && !(etup->flags & HNSW_ELEMENT_DELETED) &&
+		etup->nheaptids < HNSW_HEAPTIDS && etup->fingerprint == fingerprint &&
+		memcmp(etup->x, vec, sizeof(float) * dims) == 0)
+	{
+		etup->heaptids[etup->nheaptids++] = *heaptid;
+		added = true;
+		GenericXLogFinish(state);
+	}
+	else
+		GenericXLogAbort(state);
+	UnlockReleaseBuffer(buf);
+	return added;
+}
+
+/* Whether list[0 .. n) contains tid */
+static bool
+ListContains(const ItemPointerData *list, int n, ItemPointer tid)
+{
+	for (int i = 0; i < n; i++)
+		if (ItemPointerEquals((ItemPointer) &list[i], tid))
+			return true;
+	return false;
+}
+
+/*
+ * Write newlist into the level-lc list of the element at etid if the list
+ * still equals snapshot; otherwise put newtid (unless NULL) in a free slot
+ * if there is one and it is not there yet.
+ */
+void
+HnswWriteNeighborList(Relation index, ItemPointer etid, ItemPointer neighbortid,
+				  int dims, int m, int lc,
+				  const ItemPointerData *snapshot, int nsnapshot,
+				  const ItemPointerData *newlist, int nnew, ItemPointer newtid)
+{
+	bool		isinline = !ItemPointerIsValid(neighbortid);
+	ItemPointer target = isinline ? etid : neighbortid;
+	Buffer		buf = ReadBuffer(index, ItemPointerGetBlockNumber(target));
+	GenericXLogState *state;
+	Page		page;
+	ItemPointer slots = NULL;
+	int			capacity = HnswLevelCapacity(m, lc);
+	bool		same = true;
+	bool		changed = false;
+
+	LockBuffer(buf, BUFFER_LOCK_EXCLUSIVE);
+	state = GenericXLogStart(index);
+	page = RegisterPage(state, buf, false);
+
+	/* Find the list again; the element may be gone or replaced */
+	if (isinline)
+	{
+		HnswElementTuple etup = HnswGetElement(page, ItemPointerGetOffsetNumber(etid));
+
+		if (etup != NULL && etup->level >= lc && !ItemPointerIsValid(&etup->neighbortid))
+			slots = HnswTupleSlots(etup, dims);
+	}
+	else
+	{
+		HnswNeighborTuple ntup = HnswGetNeighborTuple(page, ItemPointerGetOffsetNumber(neighbortid));
+
+		if (ntup != NULL && ntup->level >= lc && ItemPointerEquals(&ntup->elementtid, etid))
+			slots = ntup->slots;
+	}
+
+	if (slots != NULL)
+	{
+		ItemPointer list = slots + HnswLevelStart(m, lc);
+
+		for (int i = 0; i < capacity && same; i++)
+		{
+			if (i < nsnapshot)
+				same = ItemPointerEquals(&list[i], (ItemPointer) &snapshot[i]);
+			else
+				same = !ItemPointerIsValid(&list[i]);
+		}
+
+		if (same)
+		{
+			for (int i = 0; i < capacity; i++)
+			{
+				if (i < nnew)
+					list[i] = newlist[i];
+				else
+					ItemPointerSetInvalid(&list[i]);
+			}
+			changed = true;
+		}
+		else
+		{
+			int			used = 0;
+
+			while (used < capacity && ItemPointerIsValid(&list[used]))
+				used++;
+			if (newtid != NULL && used < capacity && !ListContains(list, used, newtid))
+			{
+				list[used] = *newtid;
+				changed = true;
+			}
+		}
+	}
+
+	if (changed)
+		GenericXLogFinish(state);
+	else
+		GenericXLogAbort(state);
+	UnlockReleaseBuffer(buf);
+}
+
+/*
+ * Add an edge from the element at tid to the new element at newtid
+ * (distance between them: distance) at level lc, pruning the list with the
+ * neighbour heuristic when it is full.
+ */
+static void
+AddReverseEdge(Relation index, HnswMetric metric, int dims, int m, int lc,
+			   ItemPointer tid, ItemPointer newtid, const float *newvec,
+			   double distance, MemoryContext cxt)
+{
+	MemoryContext edgecxt = AllocSetContextCreate(cxt, "hnsw edge", ALLOCSET_SMALL_SIZES);
+	MemoryContext oldcxt = MemoryContextSwitchTo(edgecxt);
+	int			capacity = HnswLevelCapacity(m, lc);
+	HnswSearch search;
+	HnswCandidate *self;
+	ItemPointerData selftid = *tid;
+	ItemPointerData *snapshot;
+	int			nsnapshot;
+
+	/* Snapshot the neighbour's vector and list under a share lock */
+	HnswSearchInit(&search, index, metric, dims, m, newvec, lc, capacity, edgecxt);
+	search.keepVectors = true;
+	if (HnswLoadCandidates(&search, &selftid, 1, &self) == 0 || self->level < lc)
+		goto done;
+	HnswLoadNeighbors(&search, self);
+	snapshot = self->neighbors;
+	nsnapshot = self->nneighbors;
+	if (ItemPointerEquals(tid, newtid) || ListContains(snapshot, nsnapshot, newtid))
+		goto done;
+
+	if (nsnapshot < capacity)
+	{
+		ItemPointerData *newlist = palloc(sizeof(ItemPointerData) * (nsnapshot + 1));
+
+		memcpy(newlist, snapshot, sizeof(ItemPointerData) * nsnapshot);
+		newlist[nsnapshot] = *newtid;
+		HnswWriteNeighborList(index, tid, &self->neighbortid, dims, m, lc,
+						  snapshot, nsnapshot, newlist, nsnapshot + 1, newtid);
+	}
+	else
+	{
+		/* Full: keep the best of the old neighbours and the new element */
+		HnswSearch around;
+		ItemPointerData *tids = palloc(sizeof(ItemPointerData) * nsnapshot);
+		HnswCandidate **loaded = palloc(sizeof(HnswCandidate *) * nsnapshot);
+		const float **vectors = palloc(sizeof(float *) * (nsnapshot + 1));
+		double	   *distances = palloc(sizeof(double) * (nsnapshot + 1));
+		ItemPointerData *order = palloc(sizeof(ItemPointerData) * (nsnapshot + 1));
+		int		   *selected = palloc(sizeof(int) * capacity);
+		ItemPointerData *newlist = palloc(sizeof(ItemPointerData) * capacity);
+		int			nloaded;
+		int			n = 0;
+		int			nselected;
+		bool		keepsNew = false;
+
+		HnswSearchInit(&around, index, metric, dims, m, self->vector, lc, capacity, edgecxt);
+		around.keepVectors = true;
+		memcpy(tids, snapshot, sizeof(ItemPointerData) * nsnapshot);
+		nloaded = HnswLoadCandidates(&around, tids, nsnapshot, loaded);
+
+		/* Insertion sort by distance to the neighbour, new element included */
+		for (int i = 0; i <= nloaded; i++)
+		{
+			const float *vec = i < nloaded ? loaded[i]->vector : newvec;
+			double		d = i < nloaded ? loaded[i]->distance : distance;
+			ItemPointerData t = i < nloaded ? loaded[i]->tid : *newtid;
+			int			j = n;
+
+			if (i < nloaded && loaded[i]->deleted)
+				continue;
+			while (j > 0 && distances[j - 1] > d)
+			{
+				vectors[j] = vectors[j - 1];
+				distances[j] = distances[j - 1];
+				order[j] = order[j - 1];
+				j--;
+			}
+			vectors[j] = vec;
+			distances[j] = d;
+			order[j] = t;
+			n++;
+		}
+
+		nselected = HnswSelectNeighbors(metric, dims, vectors, distances, n, capacity, selected);
+		for (int i = 0; i < nselected; i++)
+		{
+			newlist[i] = order[selected[i]];
+			if (ItemPointerEquals(&newlist[i], newtid))
+				keepsNew = true;
+		}
+		if (keepsNew)
+			HnswWriteNeighborList(index, tid, &self->neighbortid, dims, m, lc,
+							  snapshot, nsnapshot, newlist, nselected, newtid);
+	}
+
+done:
+	MemoryContextSwitchTo(oldcxt);
+	MemoryContextDelete(edgecxt);
+}
+
+/* Raise the metapage's entry point to the element at tid if it is higher */
+static void
+UpdateEntryPoint(Relation index, ItemPointer tid, int level, int dims)
+{
+	Buffer		buf = ReadBuffer(index, HNSW_METAPAGE_BLKNO);
+	GenericXLogState *state;
+	HnswMetaPage meta;
+
+	LockBuffer(buf, BUFFER_LOCK_EXCLUSIVE);
+	state = GenericXLogStart(index);
+	meta = HnswPageGetMeta(RegisterPage(state, buf, false));
+	if (meta->entryLevel < level || !ItemPointerIsValid(&meta->entryTid))
+	{
+		meta->entryTid = *tid;
+		meta->entryLevel = level;
+		if (meta->dims == 0)
+			meta->dims = dims;
+		GenericXLogFinish(state);
+	}
+	else
+		GenericXLogAbort(state);
+	UnlockReleaseBuffer(buf);
+}
+
+/* Write a lone element into an empty index and make it the entry point */
+static bool
+InsertFirst(Relation index, int m, const float *vec, int dims,
+			uint32 fingerprint, ItemPointer heaptid)
+{
+	HnswMetaPageData meta;
+	bool		inserted = false;
+
+	/* Serialise first inserts: only one may become the entry point */
+	LockPage(index, HNSW_METAPAGE_BLKNO, ExclusiveLock);
+	HnswReadMeta(index, &meta);
+	if (!ItemPointerIsValid(&meta.entryTid))
+	{
+		int			level = HnswRandomLevel(m);
+		bool		isinline = HnswNeighborsFitInline(dims, m, level);
+		Size		esize;
+		Size		nsize = 0;
+		HnswElementTuple etup = HnswFormElement(dims, m, level, isinline, vec,
+												fingerprint, &esize);
+		HnswNeighborTuple ntup = isinline ? NULL : HnswFormNeighborTuple(m, level, &nsize);
+		ItemPointerData etid;
+
+		etup->heaptids[0] = *heaptid;
+		etup->nheaptids = 1;
+		etid = WriteElement(index, etup, esize, ntup, nsize, meta.insertPage);
+		UpdateEntryPoint(index, &etid, level, dims);
+		inserted = true;
+	}
+	UnlockPage(index, HNSW_METAPAGE_BLKNO, ExclusiveLock);
+	return inserted;
+}
+
+/*
+ * Insert a prepared vector (HnswPrepareValue) for heap row heaptid.
+ * Allocates in tmpcxt, which the caller resets.
+ */
+void
+HnswInsertVector(Relation index, const float *vec, int dims, uint32 fingerprint,
+				 ItemPointer heaptid, MemoryContext tmpcxt)
+{
+	MemoryContext oldcxt = MemoryContextSwitchTo(tmpcxt);
+	HnswMetric	metric = HnswGetMetric(index);
+	int			m = HnswGetM(index);
+	int			efConstruction = HnswGetEfConstruction(index);
+	HnswMetaPageData meta;
+	int			level;
+	int			top;
+	ItemPointerData entry;
+	ItemPointerData *seeds;
+	int			nseeds;
+	HnswNewEdge **edges;
+	int		   *nedges;
+	HnswCandidate **found;
+	bool		isinline;
+	Size		esize;
+	Size		nsize = 0;
+	HnswElementTuple etup;
+	HnswNeighborTuple ntup;
+	ItemPointer slots;
+	ItemPointerData etid;
+
+	/* 1. Metapage, and the first-insert path */
+	HnswReadMeta(index, &meta);
+	if (meta.dims != 0 && meta.dims != (uint32) dims)
+		ereport(ERROR,
+				(errcode(ERRCODE_DATA_EXCEPTION),
+				 errmsg("latent has %d dimensions, index \"%s\" expects %u",
+						dims, RelationGetRelationName(index), meta.dims)));
+	if (!ItemPointerIsValid(&meta.entryTid))
+	{
+		if (InsertFirst(index, m, vec, dims, fingerprint, heaptid))
+		{
+			MemoryContextSwitchTo(oldcxt);
+			return;
+		}
+		HnswReadMeta(index, &meta);
+	}
+
+	/* 2. Descend, then search and choose neighbours level by level */
+	level = HnswRandomLevel(m);
+	top = Min(level, meta.entryLevel);
+	HnswSearchDescend(index, metric, dims, m, vec, NULL, &meta, top, &entry, NULL, tmpcxt);
+
+	edges = palloc0(sizeof(HnswNewEdge *) * (level + 1));
+	nedges = palloc0(sizeof(int) * (level + 1));
+	found = palloc(sizeof(HnswCandidate *) * efConstruction);
+	seeds = palloc(sizeof(ItemPointerData) * efConstruction);
+	seeds[0] = entry;
+	nseeds = ItemPointerIsValid(&entry) ? 1 : 0;
+
+	for (int lc = top; lc >= 0; lc--)
+	{
+		HnswSearch search;
+		int			capacity = HnswLevelCapacity(m, lc);
+		int			nfound;
+		const float **vectors = palloc(sizeof(float *) * efConstruction);
+		double	   *distances = palloc(sizeof(double) * efConstruction);
+		HnswCandidate **live = palloc(sizeof(HnswCandidate *) * efConstruction);
+		int		   *selected = palloc(sizeof(int) * capacity);
+		int			nlive = 0;
+		int			nselected;
+
+		HnswSearchInit(&search, index, metric, dims, m, vec, lc, efConstruction, tmpcxt);
+		search.keepVectors = true;
+		for (int i = 0; i < nseeds; i++)
+			HnswSearchAddSeed(&search, &seeds[i]);
+		nfound = HnswSearchBatch(&search, INT_MAX, found);
+
+		/* 3. An identical vector joins its twin */
+		if (lc == 0 && nfound > 0 && !found[0]->deleted &&
+			found[0]->nheaptids < HNSW_HEAPTIDS &&
+			found[0]->fingerprint == fingerprint &&
+			memcmp(found[0]->vector, vec, sizeof(float) * dims) == 0 &&
+			AddHeapTid(index, &found[0]->tid, vec, dims, fingerprint, heaptid))
+		{
+			MemoryContextSwitchTo(oldcxt);
+			return;
+		}
+
+		for (int i = 0; i < nfound; i++)
+		{
+			seeds[i] = found[i]->tid;
+			if (found[i]->deleted)
+				continue;
+			live[nlive] = found[i];
+			vectors[nlive] = found[i]->vector;
+			distances[nlive] = found[i]->distance;
+			nlive++;
+		}
+		nseeds = nfound;
+
+		nselected = HnswSelectNeighbors(metric, dims, vectors, distances, nlive,
+										capacity, selected);
+		edges[lc] = palloc(sizeof(HnswNewEdge) * Max(nselected, 1));
+		for (int i = 0; i < nselected; i++)
+		{
+			edges[lc][i].tid = live[selected[i]]->tid;
+			edges[lc][i].distance = live[selected[i]]->distance;
+		}
+		nedges[lc] = nselected;
+	}
+
+	/* 4. Write the element with its lists */
+	isinline = HnswNeighborsFitInline(dims, m, level);
+	etup = HnswFormElement(dims, m, level, isinline, vec, fingerprint, &esize);
+	etup->heaptids[0] = *heaptid;
+	etup->nheaptids = 1;
+	ntup = isinline ? NULL : HnswFormNeighborTuple(m, level, &nsize);
+	slots = isinline ? HnswTupleSlots(etup, dims) : ntup->slots;
+	for (int lc = 0; lc <= top; lc++)
+		for (int i = 0; i < nedges[lc]; i++)
+			slots[HnswLevelStart(m, lc) + i] = edges[lc][i].tid;
+	etid = WriteElement(index, etup, esize, ntup, nsize, meta.insertPage);
+
+	/* 5. Reverse edges */
+	for (int lc = 0; lc <= top; lc++)
+		for (int i = 0; i < nedges[lc]; i++)
+			AddReverseEdge(index, metric, dims, m, lc, &edges[lc][i].tid, &etid,
+						   vec, edges[lc][i].distance, tmpcxt);
+
+	/* 6. Entry point */
+	if (level > meta.entryLevel)
+		UpdateEntryPoint(index, &etid, level, dims);
+
+	MemoryContextSwitchTo(oldcxt);
+}
+
+/* aminsert: index one heap row */
+bool
+hnswinsert(Relation index, Datum *values, bool *isnull, ItemPointer heap_tid,
+		   Relation heap, IndexUniqueCheck checkUnique, bool indexUnchanged,
+		   IndexInfo *indexInfo)
+{
+	MemoryContext tmpcxt;
+	MemoryContext oldcxt;
+	float	   *vec;
+	int			dims;
+	uint32		fingerprint;
+
+	if (isnull[0])
+		return false;
+
+	tmpcxt = AllocSetContextCreate(CurrentMemoryContext, "hnsw insert",
+								   ALLOCSET_DEFAULT_SIZES);
+	oldcxt = MemoryContextSwitchTo(tmpcxt);
+	vec = palloc(sizeof(float) * HNSW_MAX_DIM);
+	if (HnswPrepareValue(index, HnswGetMetric(index), values[0], vec, &dims, &fingerprint))
+		HnswInsertVector(index, vec, dims, fingerprint, heap_tid, tmpcxt);
+	MemoryContextSwitchTo(oldcxt);
+	MemoryContextDelete(tmpcxt);
+	return false;
+}

@@ -1,0 +1,282 @@
+/*
+ * hnswscan.c
+ *	  Ordered index scans of wdc_hnsw (ORDER BY column <op> query).
+ *
+ * The first rows come from K-NN-SEARCH of the HNSW paper (algorithm 5):
+ * a greedy descent to level 0, then a best-first search there with
+ * ef = wdc.hnsw_ef_search, returned nearest first.  When the executor asks
+ * for more (a filter rejected rows, or LIMIT exceeds ef_search) the level-0
+ * search resumes from where it stopped (HnswSearchBatch) and hands out the
+ * next ef elements, until wdc.hnsw_max_scan_tuples elements have been read.
+ * Within a batch rows are in exact order; across batches the order is
+ * approximate, as every result of an approximate index is.
+ *
+ * A NULL query, or a zero vector under cosine distance, orders nothing: the
+ * distance is NULL or undefined for every row, so the scan returns every
+ * indexed row in index order, as a sequential scan would return them in
+ * table order.  Rows whose own value is NULL (or zero under cosine) are not
+ * in the index and so never come back from it.
+ */
+#include "postgres.h"
+
+#include "access/relscan.h"
+#include "miscadmin.h"
+#include "utils/memutils.h"
+#include "utils/rel.h"
+
+#include "hnsw/hnsw.h"
+
+typedef struct HnswScanOpaqueData
+{
+	MemoryContext cxt;			/* everything of one scan; reset in rescan */
+	bool		started;
+	bool		done;
+	bool		unordered;		/* NULL or zero query: return all in page order */
+	bool		firstBatch;
+	HnswSearch	search;
+	HnswCandidate **batch;		/* current batch, nearest first */
+	int			nbatch;
+	int			batchpos;
+	int			heappos;		/* next heap TID of batch[batchpos] */
+	uint64		descentAccesses;
+
+	/* Unordered mode */
+	BlockNumber blkno;
+	BlockNumber nblocks;
+	ItemPointerData *pagetids;
+	int			npagetids;
+	int			pagepos;
+} HnswScanOpaqueData;
+
+typedef HnswScanOpaqueData *HnswScanOpaque;
+
+/* ambeginscan */
+IndexScanDesc
+hnswbeginscan(Relation index, int nkeys, int norderbys)
+{
+	IndexScanDesc scan = RelationGetIndexScan(index, nkeys, norderbys);
+	HnswScanOpaque so = palloc0(sizeof(HnswScanOpaqueData));
+
+	so->cxt = AllocSetContextCreate(CurrentMemoryContext, "hnsw scan",
+									ALLOCSET_DEFAULT_SIZES);
+	scan->opaque = so;
+	return scan;
+}
+
+/* amrescan */
+void
+hnswrescan(IndexScanDesc scan, ScanKey keys, int nkeys, ScanKey orderbys, int norderbys)
+{
+	HnswScanOpaque so = (HnswScanOpaque) scan->opaque;
+
+	if (keys && scan->numberOfKeys > 0)
+		memmove(scan->keyData, keys, scan->numberOfKeys * sizeof(ScanKeyData));
+	if (orderbys && scan->numberOfOrderBys > 0)
+		memmove(scan->orderByData, orderbys, scan->numberOfOrderBys * sizeof(ScanKeyData));
+
+	MemoryContextReset(so->cxt);
+	so->started = false;
+	so->done = false;
+	so->unordered = false;
+	so->nbatch = 0;
+	so->batchpos = 0;
+	so->heappos = 0;
+	so->descentAccesses = 0;
+	so->npagetids = 0;
+	so->pagepos = 0;
+	memset(&so->search, 0, sizeof(HnswSearch));
+}
+
+/* Raise the operator's error for a query of the wrong dimension */
+static void
+RaiseDimensionMismatch(const Latent *query, int dims)
+{
+	Latent	   *probe = InitLatent(dims);
+
+	LatentCheckPair(query, probe);
+	elog(ERROR, "latents of %d and %d dimensions were accepted as compatible",
+		 query->dim, dims);
+}
+
+/* Set up the search on the first call after rescan */
+static void
+StartScan(IndexScanDesc scan)
+{
+	HnswScanOpaque so = (HnswScanOpaque) scan->opaque;
+	Relation	index = scan->indexRelation;
+	HnswMetric	metric = HnswGetMetric(index);
+	int			m = HnswGetM(index);
+	HnswMetaPageData meta;
+	ScanKey		key;
+	Latent	   *query;
+	float	   *prepared;
+	ItemPointerData entry;
+
+	if (scan->numberOfOrderBys == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("index \"%s\" can only be scanned with ORDER BY a distance operator",
+						RelationGetRelationName(index))));
+
+	HnswReadMeta(index, &meta);
+	key = &scan->orderByData[0];
+	so->blkno = HNSW_METAPAGE_BLKNO + 1;
+	so->nblocks = RelationGetNumberOfBlocks(index);
+
+	if (key->sk_flags & SK_ISNULL)
+	{
+		so->unordered = true;
+		return;
+	}
+
+	query = (Latent *) PG_DETOAST_DATUM_COPY(key->sk_argument);
+	LatentCheckVersion(query);
+	if (meta.dims == 0 || !ItemPointerIsValid(&meta.entryTid))
+	{
+		so->done = true;		/* empty index */
+		return;
+	}
+	if (query->dim != meta.dims)
+		RaiseDimensionMismatch(query, meta.dims);
+
+	prepared = palloc(sizeof(float) * meta.dims);
+	if (!HnswPrepareVector(metric, query->x, meta.dims, prepared))
+	{
+		so->unordered = true;
+		return;
+	}
+
+	HnswSearchDescend(index, metric, meta.dims, m, prepared, query, &meta, 0,
+					  &entry, &so->descentAccesses, so->cxt);
+	if (!ItemPointerIsValid(&entry))
+	{
+		so->done = true;
+		return;
+	}
+
+	HnswSearchInit(&so->search, index, metric, meta.dims, m, prepared, 0,
+				   hnsw_ef_search, so->cxt);
+	so->search.queryLatent = query;
+	HnswSearchAddSeed(&so->search, &entry);
+	so->batch = palloc(sizeof(HnswCandidate *) * hnsw_ef_search);
+	so->firstBatch = true;
+}
+
+/* Next heap TID in unordered mode: every live element, page by page */
+static bool
+NextUnordered(IndexScanDesc scan)
+{
+	HnswScanOpaque so = (HnswScanOpaque) scan->opaque;
+
+	while (so->pagepos >= so->npagetids)
+	{
+		Buffer		buf;
+		Page		page;
+		int			maxtids;
+
+		if (so->blkno >= so->nblocks)
+			return false;
+		CHECK_FOR_INTERRUPTS();
+		buf = ReadBuffer(scan->indexRelation, so->blkno);
+		LockBuffer(buf, BUFFER_LOCK_SHARE);
+		page = BufferGetPage(buf);
+		maxtids = PageGetMaxOffsetNumber(page) * HNSW_HEAPTIDS;
+		if (so->pagetids == NULL)
+			so->pagetids = MemoryContextAlloc(so->cxt, sizeof(ItemPointerData) *
+											  MaxIndexTuplesPerPage * HNSW_HEAPTIDS);
+		so->npagetids = 0;
+		so->pagepos = 0;
+		for (OffsetNumber off = FirstOffsetNumber;
+			 off <= PageGetMaxOffsetNumber(page) && so->npagetids < maxtids; off++)
+		{
+			HnswElementTuple etup = HnswGetElement(page, off);
+
+			if (etup == NULL || (etup->flags & HNSW_ELEMENT_DELETED))
+				continue;
+			for (int i = 0; i < etup->nheaptids; i++)
+				so->pagetids[so->npagetids++] = etup->heaptids[i];
+		}
+		UnlockReleaseBuffer(buf);
+		so->blkno++;
+	}
+	scan->xs_heaptid = so->pagetids[so->pagepos++];
+	return true;
+}
+
+/* amgettuple */
+bool
+hnswgettuple(IndexScanDesc scan, ScanDirection dir)
+{
+	HnswScanOpaque so = (HnswScanOpaque) scan->opaque;
+	MemoryContext oldcxt;
+	bool		found = false;
+
+	if (!ScanDirectionIsForward(dir))
+		elog(ERROR, "wdc_hnsw scans only forward");
+
+	oldcxt = MemoryContextSwitchTo(so->cxt);
+	if (!so->started)
+	{
+		StartScan(scan);
+		so->started = true;
+	}
+	scan->xs_recheck = false;
+	scan->xs_recheckorderby = false;
+
+	if (so->unordered)
+		found = NextUnordered(scan);
+	else
+	{
+		while (!found)
+		{
+			if (so->batchpos < so->nbatch)
+			{
+				HnswCandidate *c = so->batch[so->batchpos];
+
+				if (!c->deleted && so->heappos < c->nheaptids)
+				{
+					scan->xs_heaptid = c->heaptids[so->heappos++];
+					found = true;
+				}
+				else
+				{
+					so->batchpos++;
+					so->heappos = 0;
+				}
+				continue;
+			}
+			if (so->done)
+				break;
+
+			/* The first batch always completes; later ones stop at the bound */
+			CHECK_FOR_INTERRUPTS();
+			so->nbatch = HnswSearchBatch(&so->search,
+										 so->firstBatch ? INT_MAX : hnsw_max_scan_tuples,
+										 so->batch);
+			so->firstBatch = false;
+			so->batchpos = 0;
+			so->heappos = 0;
+			if (so->nbatch == 0)
+				so->done = true;
+		}
+	}
+
+	MemoryContextSwitchTo(oldcxt);
+	return found;
+}
+
+/* amendscan */
+void
+hnswendscan(IndexScanDesc scan)
+{
+	HnswScanOpaque so = (HnswScanOpaque) scan->opaque;
+
+	if (so->started && !so->unordered)
+		elog(DEBUG1, "wdc_hnsw scan of \"%s\" read %lu buffers and %d elements",
+			 RelationGetRelationName(scan->indexRelation),
+			 (unsigned long) (so->descentAccesses + so->search.bufferAccesses),
+			 so->search.nvisited);
+	MemoryContextDelete(so->cxt);
+	pfree(so);
+	scan->opaque = NULL;
+}

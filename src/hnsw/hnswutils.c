@@ -1,0 +1,724 @@
+/*
+ * hnswutils.c
+ *	  Distances, page and tuple helpers, neighbour selection and the
+ *	  on-disk layer search shared by inserts and scans.
+ *
+ * The layer search reads elements with a share lock on one buffer at a
+ * time and copies what it needs, so it never holds two buffer locks and
+ * never waits on a writer while holding a lock.  Neighbours of an expanded
+ * element are sorted by block before they are read, so elements that share
+ * a page cost one buffer access between them.
+ */
+#include "postgres.h"
+
+#include <math.h>
+
+#include "access/genam.h"
+#include "common/hashfn.h"
+#include "common/pg_prng.h"
+#include "storage/bufpage.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/rel.h"
+
+#include "hnsw/hnsw.h"
+#include "latent/distance.h"
+
+/* Visited set keyed by element TID */
+static inline uint32
+HashTid(ItemPointerData tid)
+{
+	uint64		key = ((uint64) ItemPointerGetBlockNumberNoCheck(&tid) << 16) |
+		ItemPointerGetOffsetNumberNoCheck(&tid);
+
+	return murmurhash32((uint32) (key ^ (key >> 32)));
+}
+
+#define SH_PREFIX hnsw_visited
+#define SH_ELEMENT_TYPE HnswVisitedEntry
+#define SH_KEY_TYPE ItemPointerData
+#define SH_KEY tid
+#define SH_HASH_KEY(tb, key) HashTid(key)
+#define SH_EQUAL(tb, a, b) ItemPointerEquals(&(a), &(b))
+#define SH_SCOPE extern
+#define SH_DEFINE
+#include "lib/simplehash.h"
+
+/*
+ * Return the distance measure of the index's opclass.  The distance
+ * support function must be one of the latent distance functions; its name
+ * selects the kernel, so the index never calls through fmgr per distance.
+ */
+HnswMetric
+HnswGetMetric(Relation index)
+{
+	HnswRelInfo *info = (HnswRelInfo *) index->rd_amcache;
+
+	if (info == NULL)
+	{
+		Oid			procid = index_getprocid(index, 1, HNSW_DISTANCE_PROC);
+		char	   *name = get_func_name(procid);
+		HnswMetric	metric;
+
+		if (name != NULL && strcmp(name, "l2_distance") == 0)
+			metric = HNSW_METRIC_L2;
+		else if (name != NULL && strcmp(name, "cosine_distance") == 0)
+			metric = HNSW_METRIC_COSINE;
+		else if (name != NULL && strcmp(name, "negative_inner_product") == 0)
+			metric = HNSW_METRIC_IP;
+		else if (name != NULL && strcmp(name, "l1_distance") == 0)
+			metric = HNSW_METRIC_L1;
+		else
+			ereport(ERROR,
+					(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+					 errmsg("unsupported distance function \"%s\" in index \"%s\"",
+							name ? name : "?", RelationGetRelationName(index)),
+					 errhint("Use one of the operator classes latent_l2_ops, latent_cosine_ops, latent_ip_ops or latent_l1_ops.")));
+
+		info = MemoryContextAlloc(index->rd_indexcxt, sizeof(HnswRelInfo));
+		info->metric = metric;
+		index->rd_amcache = info;
+	}
+	return info->metric;
+}
+
+/*
+ * Return the index's internal distance between a and b.  It orders pairs
+ * as the opclass operator does but is not always equal to it: L2 is
+ * squared, cosine assumes unit vectors.
+ */
+double
+HnswDistance(HnswMetric metric, const float *a, const float *b, int dims)
+{
+	switch (metric)
+	{
+		case HNSW_METRIC_L2:
+			return latent_l2_squared(a, b, dims);
+		case HNSW_METRIC_COSINE:
+			return 1.0 - latent_dot(a, b, dims);
+		case HNSW_METRIC_IP:
+			return -latent_dot(a, b, dims);
+		case HNSW_METRIC_L1:
+			return latent_l1(a, b, dims);
+	}
+	return 0.0;					/* keep compiler quiet */
+}
+
+/*
+ * Copy x into out as the index stores it: unit length for cosine.  Returns
+ * false for a vector the index leaves out (zero norm under cosine, whose
+ * distance to anything is undefined).
+ */
+bool
+HnswPrepareVector(HnswMetric metric, const float *x, int dims, float *out)
+{
+	if (metric == HNSW_METRIC_COSINE)
+	{
+		double		norm = sqrt(latent_norm_squared(x, dims));
+
+		if (norm == 0.0 || !isfinite(norm))
+			return false;
+		for (int i = 0; i < dims; i++)
+			out[i] = (float) (x[i] / norm);
+		return true;
+	}
+	memcpy(out, x, sizeof(float) * dims);
+	return true;
+}
+
+/*
+ * Draw a level from the geometric distribution of the HNSW paper
+ * (mL = 1 / ln m), capped at HNSW_MAX_LEVEL.
+ */
+int
+HnswRandomLevel(int m)
+{
+	double		ml = 1.0 / log((double) m);
+	double		u = pg_prng_double(&pg_global_prng_state);
+	double		level = floor(-log(1.0 - u) * ml);
+
+	return level > HNSW_MAX_LEVEL ? HNSW_MAX_LEVEL : (int) level;
+}
+
+/* Size of an element tuple, with or without its neighbour slots inline */
+Size
+HnswElementTupleSize(int dims, int m, int level, bool inlineNeighbors)
+{
+	Size		size = HnswElementHeaderSize + sizeof(float4) * dims;
+
+	if (inlineNeighbors)
+		size += sizeof(ItemPointerData) * HnswSlotCount(m, level);
+	return MAXALIGN(size);
+}
+
+/* Size of a separate neighbour tuple */
+Size
+HnswNeighborTupleSize(int m, int level)
+{
+	return MAXALIGN(HnswNeighborHeaderSize +
+					sizeof(ItemPointerData) * HnswSlotCount(m, level));
+}
+
+/* Whether an element's vector and lists fit together in one tuple */
+bool
+HnswNeighborsFitInline(int dims, int m, int level)
+{
+	return HnswElementTupleSize(dims, m, level, true) <= HNSW_MAX_ITEM_SIZE;
+}
+
+/* Inline neighbour slots of an element tuple (neighbortid invalid) */
+ItemPointer
+HnswTupleSlots(HnswElementTuple etup, int dims)
+{
+	return (ItemPointer) ((char *) etup->x + sizeof(float4) * dims);
+}
+
+/* Initialise an empty data page */
+void
+HnswInitPage(Page page)
+{
+	PageInit(page, BLCKSZ, sizeof(HnswPageOpaqueData));
+	HnswPageGetOpaque(page)->page_id = HNSW_PAGE_ID;
+}
+
+/* Initialise the metapage of an empty index */
+void
+HnswInitMetaPage(Page page, int dims, int m, int efConstruction)
+{
+	HnswMetaPage meta;
+
+	HnswInitPage(page);
+	meta = HnswPageGetMeta(page);
+	meta->magic = HNSW_MAGIC;
+	meta->version = HNSW_FORMAT_VERSION;
+	meta->dims = dims;
+	meta->m = m;
+	meta->efConstruction = efConstruction;
+	ItemPointerSetInvalid(&meta->entryTid);
+	meta->entryLevel = -1;
+	meta->insertPage = InvalidBlockNumber;
+	((PageHeader) page)->pd_lower =
+		((char *) meta + sizeof(HnswMetaPageData)) - (char *) page;
+}
+
+/* Copy the metapage, checking that it is one this build reads */
+void
+HnswReadMeta(Relation index, HnswMetaPageData *meta)
+{
+	Buffer		buf = ReadBuffer(index, HNSW_METAPAGE_BLKNO);
+
+	LockBuffer(buf, BUFFER_LOCK_SHARE);
+	memcpy(meta, HnswPageGetMeta(BufferGetPage(buf)), sizeof(HnswMetaPageData));
+	UnlockReleaseBuffer(buf);
+
+	if (meta->magic != HNSW_MAGIC)
+		ereport(ERROR,
+				(errcode(ERRCODE_INDEX_CORRUPTED),
+				 errmsg("index \"%s\" is not a wdc_hnsw index",
+						RelationGetRelationName(index))));
+	if (meta->version != HNSW_FORMAT_VERSION)
+		ereport(ERROR,
+				(errcode(ERRCODE_INDEX_CORRUPTED),
+				 errmsg("index \"%s\" has format version %u, expected %d",
+						RelationGetRelationName(index), meta->version,
+						HNSW_FORMAT_VERSION),
+				 errhint("REINDEX the index.")));
+}
+
+/* Element tuple at off, or NULL when the slot holds none (removed by vacuum) */
+HnswElementTuple
+HnswGetElement(Page page, OffsetNumber off)
+{
+	ItemId		itemid;
+	HnswElementTuple etup;
+
+	if (off < FirstOffsetNumber || off > PageGetMaxOffsetNumber(page))
+		return NULL;
+	itemid = PageGetItemId(page, off);
+	if (!ItemIdIsNormal(itemid))
+		return NULL;
+	etup = (HnswElementTuple) PageGetItem(page, itemid);
+	if (etup->type != HNSW_ELEMENT_TUPLE)
+		return NULL;
+	return etup;
+}
+
+/* Neighbour tuple at off, or NULL when the slot holds none */
+HnswNeighborTuple
+HnswGetNeighborTuple(Page page, OffsetNumber off)
+{
+	ItemId		itemid;
+	HnswNeighborTuple ntup;
+
+	if (off < FirstOffsetNumber || off > PageGetMaxOffsetNumber(page))
+		return NULL;
+	itemid = PageGetItemId(page, off);
+	if (!ItemIdIsNormal(itemid))
+		return NULL;
+	ntup = (HnswNeighborTuple) PageGetItem(page, itemid);
+	if (ntup->type != HNSW_NEIGHBOR_TUPLE)
+		return NULL;
+	return ntup;
+}
+
+/*
+ * Choose up to max neighbours among n candidates sorted by ascending
+ * distance to the base element (HNSW paper, algorithm 4, without
+ * extending the candidates or keeping pruned ones).  A candidate is kept
+ * unless an already kept one lies strictly closer to it than the base
+ * does; the strict comparison keeps exact duplicates connected.  Writes
+ * the chosen indexes to selected[] and returns how many.
+ */
+int
+HnswSelectNeighbors(HnswMetric metric, int dims, const float *const *vectors,
+					const double *distances, int n, int max, int *selected)
+{
+	int			nselected = 0;
+
+	for (int i = 0; i < n && nselected < max; i++)
+	{
+		bool		keep = true;
+
+		for (int j = 0; j < nselected; j++)
+		{
+			if (HnswDistance(metric, vectors[i], vectors[selected[j]], dims) < distances[i])
+			{
+				keep = false;
+				break;
+			}
+		}
+		if (keep)
+			selected[nselected++] = i;
+	}
+	return nselected;
+}
+
+/*
+ * Raise the error the distance operator raises for a query whose
+ * fingerprint differs from an indexed vector's.
+ */
+void
+HnswRaiseFingerprintMismatch(const Latent *query, uint32 fingerprint)
+{
+	Latent	   *probe = InitLatent(query->dim);
+
+	probe->fingerprint = fingerprint;
+	LatentCheckPair(query, probe);
+	elog(ERROR, "latent fingerprints %u and %u were accepted as compatible",
+		 query->fingerprint, fingerprint);
+}
+
+/* Heap orders: candidates and pending nearest first, result furthest first */
+static int
+CompareCandidateNearest(const pairingheap_node *a, const pairingheap_node *b, void *arg)
+{
+	const HnswCandidate *ca = pairingheap_const_container(HnswCandidate, cnode, a);
+	const HnswCandidate *cb = pairingheap_const_container(HnswCandidate, cnode, b);
+
+	if (ca->distance < cb->distance)
+		return 1;
+	if (ca->distance > cb->distance)
+		return -1;
+	return 0;
+}
+
+static int
+CompareResultNearest(const pairingheap_node *a, const pairingheap_node *b, void *arg)
+{
+	const HnswCandidate *ca = pairingheap_const_container(HnswCandidate, rnode, a);
+	const HnswCandidate *cb = pairingheap_const_container(HnswCandidate, rnode, b);
+
+	if (ca->distance < cb->distance)
+		return 1;
+	if (ca->distance > cb->distance)
+		return -1;
+	return 0;
+}
+
+static int
+CompareResultFurthest(const pairingheap_node *a, const pairingheap_node *b, void *arg)
+{
+	return -CompareResultNearest(a, b, arg);
+}
+
+/*
+ * Prepare a search of one level for the query.  Everything it allocates
+ * lives in cxt; the caller resets or deletes cxt when done.
+ */
+void
+HnswSearchInit(HnswSearch *search, Relation index, HnswMetric metric,
+			   int dims, int m, const float *query, int level, int ef,
+			   MemoryContext cxt)
+{
+	MemoryContext oldcxt = MemoryContextSwitchTo(cxt);
+
+	memset(search, 0, sizeof(HnswSearch));
+	search->index = index;
+	search->metric = metric;
+	search->dims = dims;
+	search->m = m;
+	search->query = query;
+	search->level = level;
+	search->ef = ef;
+	search->cxt = cxt;
+	search->visited = hnsw_visited_create(cxt, 256, NULL);
+	search->candidates = pairingheap_allocate(CompareCandidateNearest, NULL);
+	search->result = pairingheap_allocate(CompareResultFurthest, NULL);
+	search->pending = pairingheap_allocate(CompareResultNearest, NULL);
+	MemoryContextSwitchTo(oldcxt);
+}
+
+/* Order item pointers by block, then offset */
+static int
+CompareTids(const void *a, const void *b)
+{
+	return ItemPointerCompare((ItemPointer) a, (ItemPointer) b);
+}
+
+/* Copy the neighbours of one level out of a slot array */
+static void
+CopyNeighbors(HnswSearch *search, HnswCandidate *c, ItemPointer slots)
+{
+	int			start = HnswLevelStart(search->m, search->level);
+	int			capacity = HnswLevelCapacity(search->m, search->level);
+	int			n = 0;
+
+	c->neighbors = MemoryContextAlloc(search->cxt, sizeof(ItemPointerData) * capacity);
+	for (int i = 0; i < capacity; i++)
+	{
+		if (!ItemPointerIsValid(&slots[start + i]))
+			break;
+		c->neighbors[n++] = slots[start + i];
+	}
+	c->nneighbors = n;
+}
+
+/*
+ * Read the elements at tids[0 .. n) (sorted by block) into new candidates,
+ * keeping one buffer pinned while consecutive TIDs share its block.  TIDs
+ * whose slot no longer holds an element are skipped.  Returns how many
+ * candidates were written to out[].
+ */
+static int
+LoadElements(HnswSearch *search, ItemPointer tids, int n, HnswCandidate **out)
+{
+	Buffer		buf = InvalidBuffer;
+	BlockNumber current = InvalidBlockNumber;
+	int			nout = 0;
+
+	for (int i = 0; i < n; i++)
+	{
+		BlockNumber blkno = ItemPointerGetBlockNumber(&tids[i]);
+		Page		page;
+		HnswElementTuple etup;
+		HnswCandidate *c;
+
+		if (blkno != current)
+		{
+			if (BufferIsValid(buf))
+				UnlockReleaseBuffer(buf);
+			buf = ReadBuffer(search->index, blkno);
+			LockBuffer(buf, BUFFER_LOCK_SHARE);
+			current = blkno;
+			search->bufferAccesses++;
+		}
+		page = BufferGetPage(buf);
+		etup = HnswGetElement(page, ItemPointerGetOffsetNumber(&tids[i]));
+		if (etup == NULL)
+			continue;
+
+		/* Vectors of another model have no meaningful distance to the query */
+		if (search->queryLatent != NULL && search->queryLatent->fingerprint != 0 &&
+			etup->fingerprint != 0 &&
+			etup->fingerprint != search->queryLatent->fingerprint)
+		{
+			uint32		fingerprint = etup->fingerprint;
+
+			UnlockReleaseBuffer(buf);
+			HnswRaiseFingerprintMismatch(search->queryLatent, fingerprint);
+		}
+
+		c = MemoryContextAllocZero(search->cxt, sizeof(HnswCandidate));
+		c->tid = tids[i];
+		c->level = etup->level;
+		c->nheaptids = etup->nheaptids;
+		c->deleted = (etup->flags & HNSW_ELEMENT_DELETED) != 0;
+		c->fingerprint = etup->fingerprint;
+		memcpy(c->heaptids, etup->heaptids, sizeof(etup->heaptids));
+		c->distance = HnswDistance(search->metric, search->query, etup->x, search->dims);
+		if (search->keepVectors)
+		{
+			c->vector = MemoryContextAlloc(search->cxt, sizeof(float) * search->dims);
+			memcpy(c->vector, etup->x, sizeof(float) * search->dims);
+		}
+		c->neighbortid = etup->neighbortid;
+		if (etup->level < search->level)
+			c->nneighbors = 0;	/* stale link from a higher level: no edges */
+		else if (!ItemPointerIsValid(&etup->neighbortid))
+			CopyNeighbors(search, c, HnswTupleSlots(etup, search->dims));
+		out[nout++] = c;
+	}
+	if (BufferIsValid(buf))
+		UnlockReleaseBuffer(buf);
+	return nout;
+}
+
+/* Read the neighbour list of a candidate whose lists are in a separate tuple */
+static void
+LoadSeparateNeighbors(HnswSearch *search, HnswCandidate *c)
+{
+	Buffer		buf = ReadBuffer(search->index, ItemPointerGetBlockNumber(&c->neighbortid));
+	HnswNeighborTuple ntup;
+
+	LockBuffer(buf, BUFFER_LOCK_SHARE);
+	search->bufferAccesses++;
+	ntup = HnswGetNeighborTuple(BufferGetPage(buf),
+								ItemPointerGetOffsetNumber(&c->neighbortid));
+	if (ntup != NULL && ntup->level >= search->level)
+		CopyNeighbors(search, c, ntup->slots);
+	else
+		c->nneighbors = 0;
+	UnlockReleaseBuffer(buf);
+}
+
+/* Put a newly met element into the candidate heap and the result or pending heap */
+static void
+AddCandidate(HnswSearch *search, HnswCandidate *c)
+{
+	pairingheap_add(search->candidates, &c->cnode);
+
+	if (search->nresult < search->ef ||
+		c->distance < pairingheap_container(HnswCandidate, rnode,
+											pairingheap_first(search->result))->distance)
+	{
+		c->inResult = true;
+		pairingheap_add(search->result, &c->rnode);
+		search->nresult++;
+		if (search->nresult > search->ef)
+		{
+			HnswCandidate *worst = pairingheap_container(HnswCandidate, rnode,
+														 pairingheap_remove_first(search->result));
+
+			worst->inResult = false;
+			pairingheap_add(search->pending, &worst->rnode);
+			search->nresult--;
+		}
+	}
+	else
+		pairingheap_add(search->pending, &c->rnode);
+}
+
+/* Visit the unvisited neighbours of c */
+static void
+ExpandCandidate(HnswSearch *search, HnswCandidate *c)
+{
+	ItemPointerData *tids;
+	HnswCandidate **loaded;
+	int			ntids = 0;
+	int			nloaded;
+
+	if (c->neighbors == NULL && ItemPointerIsValid(&c->neighbortid) &&
+		c->level >= search->level)
+		LoadSeparateNeighbors(search, c);
+	if (c->nneighbors == 0)
+		return;
+
+	tids = palloc(sizeof(ItemPointerData) * c->nneighbors);
+	loaded = palloc(sizeof(HnswCandidate *) * c->nneighbors);
+	for (int i = 0; i < c->nneighbors; i++)
+	{
+		bool		found;
+
+		hnsw_visited_insert(search->visited, c->neighbors[i], &found);
+		if (!found)
+			tids[ntids++] = c->neighbors[i];
+	}
+	if (ntids > 1)
+		qsort(tids, ntids, sizeof(ItemPointerData), CompareTids);
+
+	nloaded = LoadElements(search, tids, ntids, loaded);
+	for (int i = 0; i < nloaded; i++)
+	{
+		search->nvisited++;
+		AddCandidate(search, loaded[i]);
+	}
+	pfree(tids);
+	pfree(loaded);
+}
+
+/* Start the search from the element at tid (ignored if already visited) */
+void
+HnswSearchAddSeed(HnswSearch *search, ItemPointer tid)
+{
+	HnswCandidate *loaded;
+	bool		found;
+
+	hnsw_visited_insert(search->visited, *tid, &found);
+	if (found)
+		return;
+	if (LoadElements(search, tid, 1, &loaded) == 1)
+	{
+		search->nvisited++;
+		AddCandidate(search, loaded);
+	}
+}
+
+/*
+ * Run the search until the next batch is settled and write it to out[]
+ * (room for ef entries) in ascending distance; returns the batch size, 0
+ * when the level holds nothing more.
+ *
+ * The first batch is SEARCH-LAYER of the HNSW paper: expand the nearest
+ * unexpanded candidate while it is closer than the furthest of the ef
+ * best.  A later batch first takes the ef nearest pending elements as its
+ * result set and continues the same loop, so it explores around the
+ * elements just beyond the previous batch.  No element is returned twice.
+ * Expanding stops once maxVisited elements have been read; pending
+ * elements are still returned after that.
+ */
+int
+HnswSearchBatch(HnswSearch *search, int maxVisited, HnswCandidate **out)
+{
+	MemoryContext oldcxt = MemoryContextSwitchTo(search->cxt);
+	int			n;
+
+	/* 1. Refill the result heap from the pending elements */
+	while (search->nresult < search->ef && !pairingheap_is_empty(search->pending))
+	{
+		HnswCandidate *c = pairingheap_container(HnswCandidate, rnode,
+												 pairingheap_remove_first(search->pending));
+
+		c->inResult = true;
+		pairingheap_add(search->result, &c->rnode);
+		search->nresult++;
+	}
+
+	/* 2. Expand candidates while they can still improve the result */
+	while (!pairingheap_is_empty(search->candidates) && search->nvisited < maxVisited)
+	{
+		HnswCandidate *c = pairingheap_container(HnswCandidate, cnode,
+												 pairingheap_first(search->candidates));
+
+		if (search->nresult >= search->ef &&
+			c->distance > pairingheap_container(HnswCandidate, rnode,
+												pairingheap_first(search->result))->distance)
+			break;
+		pairingheap_remove_first(search->candidates);
+		c->expanded = true;
+		ExpandCandidate(search, c);
+	}
+
+	/* 3. Hand out the result heap, nearest first */
+	n = search->nresult;
+	for (int i = n - 1; i >= 0; i--)
+	{
+		HnswCandidate *c = pairingheap_container(HnswCandidate, rnode,
+												 pairingheap_remove_first(search->result));
+
+		c->inResult = false;
+		out[i] = c;
+	}
+	search->nresult = 0;
+
+	MemoryContextSwitchTo(oldcxt);
+	return n;
+}
+
+/*
+ * Walk greedily from the entry point down to level toLevel + 1 (ef = 1 per
+ * level, the first loop of the HNSW paper's algorithms 1 and 5) and set
+ * *entry to the element to start level toLevel from.  Leaves *entry
+ * invalid when the index is empty.
+ */
+void
+HnswSearchDescend(Relation index, HnswMetric metric, int dims, int m,
+				  const float *query, const Latent *queryLatent,
+				  const HnswMetaPageData *meta, int toLevel,
+				  ItemPointer entry, uint64 *bufferAccesses, MemoryContext cxt)
+{
+	MemoryContext levelcxt = AllocSetContextCreate(cxt, "hnsw descent",
+												   ALLOCSET_DEFAULT_SIZES);
+
+	*entry = meta->entryTid;
+	for (int lc = meta->entryLevel; lc > toLevel && ItemPointerIsValid(entry); lc--)
+	{
+		HnswSearch search;
+		HnswCandidate *best;
+
+		HnswSearchInit(&search, index, metric, dims, m, query, lc, 1, levelcxt);
+		search.queryLatent = queryLatent;
+		HnswSearchAddSeed(&search, entry);
+		if (HnswSearchBatch(&search, INT_MAX, &best) == 1)
+			*entry = best->tid;
+		if (bufferAccesses)
+			*bufferAccesses += search.bufferAccesses;
+		MemoryContextReset(levelcxt);
+	}
+	MemoryContextDelete(levelcxt);
+}
+
+/*
+ * Read the elements at tids[0 .. n) without marking them visited; sorts
+ * tids in place by block.  Returns the number written to out[].
+ */
+int
+HnswLoadCandidates(HnswSearch *search, ItemPointer tids, int n, HnswCandidate **out)
+{
+	if (n > 1)
+		qsort(tids, n, sizeof(ItemPointerData), CompareTids);
+	return LoadElements(search, tids, n, out);
+}
+
+/* Make sure c->neighbors holds c's list at the search's level */
+void
+HnswLoadNeighbors(HnswSearch *search, HnswCandidate *c)
+{
+	if (c->neighbors == NULL && ItemPointerIsValid(&c->neighbortid) &&
+		c->level >= search->level)
+		LoadSeparateNeighbors(search, c);
+}
+
+/*
+ * Build an element tuple in palloc'd memory with all neighbour slots
+ * empty; *size receives its size on the page.
+ */
+HnswElementTuple
+HnswFormElement(int dims, int m, int level, bool inlineNeighbors,
+				const float *vec, uint32 fingerprint, Size *size)
+{
+	HnswElementTuple etup;
+
+	*size = HnswElementTupleSize(dims, m, level, inlineNeighbors);
+	etup = palloc0(*size);
+	etup->type = HNSW_ELEMENT_TUPLE;
+	etup->level = level;
+	etup->fingerprint = fingerprint;
+	for (int i = 0; i < HNSW_HEAPTIDS; i++)
+		ItemPointerSetInvalid(&etup->heaptids[i]);
+	ItemPointerSetInvalid(&etup->neighbortid);
+	memcpy(etup->x, vec, sizeof(float) * dims);
+	if (inlineNeighbors)
+	{
+		ItemPointer slots = HnswTupleSlots(etup, dims);
+
+		for (int i = 0; i < HnswSlotCount(m, level); i++)
+			ItemPointerSetInvalid(&slots[i]);
+	}
+	return etup;
+}
+
+/* Build a neighbour tuple with all slots empty */
+HnswNeighborTuple
+HnswFormNeighborTuple(int m, int level, Size *size)
+{
+	HnswNeighborTuple ntup;
+
+	*size = HnswNeighborTupleSize(m, level);
+	ntup = palloc0(*size);
+	ntup->type = HNSW_NEIGHBOR_TUPLE;
+	ntup->level = level;
+	ItemPointerSetInvalid(&ntup->elementtid);
+	for (int i = 0; i < HnswSlotCount(m, level); i++)
+		ItemPointerSetInvalid(&ntup->slots[i]);
+	return ntup;
+}
