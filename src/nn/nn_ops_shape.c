@@ -1166,7 +1166,7 @@ resize_prepare(NnCtx *c)
 	s->n_in = 1;
 	s->scratch = 0;
 	for (int i = 0; i < x->rank; i++)
-		s->scratch += (size_t) out.d[i] * (2 * sizeof(int64_t) + sizeof(float));
+		s->scratch += (size_t) out.d[i] * 3 * sizeof(int64_t);
 	s->tscratch = s->scratch;
 	return nn_set_out(c, 0, &out, WDC_NN_FLOAT);
 }
@@ -1217,7 +1217,7 @@ resize_tables(const NnStep *s, void *scratch, int64_t **i0, int64_t **i1,
 		i1[d] = (int64_t *) at;
 		at += out * sizeof(int64_t);
 		wt[d] = (float *) at;
-		at += out * sizeof(float);
+		at += out * sizeof(int64_t);	/* keeps the next int64 table aligned */
 		for (int64_t o = 0; o < out; o++)
 		{
 			double		x = resize_coord((int) p[2], o, in, s->f[d]);

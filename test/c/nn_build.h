@@ -163,7 +163,8 @@ nnb_tensor(NnBuild *b, const char *name, int dtype, int rank,
 	t->data_type = dtype;
 	t->n_dims = rank;
 	t->dims = nnb_alloc(b, sizeof(int64_t) * (rank + 1));
-	memcpy(t->dims, dims, sizeof(int64_t) * rank);
+	if (rank > 0)
+		memcpy(t->dims, dims, sizeof(int64_t) * rank);
 	return t;
 }
 
