@@ -222,8 +222,8 @@ trimmed_len(const char *s, size_t n)
 
 /*
  * Unquote a FITS string value ('O''Hara' -> O'Hara) into out, which has room
- * for FLEN_VALUE bytes; leading blanks are kept and trailing ones dropped
- * (FITS standard 4.0, section 4.2.1.1).  Returns false when value is not a
+ * for FLEN_VALUE bytes.  Leading blanks are kept and trailing ones dropped,
+ * because the FITS standard makes trailing blanks insignificant.  Returns false when value is not a
  * quoted string.
  */
 static bool

@@ -5,7 +5,7 @@
  * Selection checks everything a read relies on: that the HDU exists and is
  * an image (tile-compressed ones included: cfitsio presents them as images),
  * that its shape is 2-D after ignoring length-1 axes beyond the second, that
- * the input holds all of its data bytes (a truncated bytea would otherwise
+ * the input contains all of its data bytes (a truncated bytea would otherwise
  * read as zeros), and that one decompression tile fits the pixel limit.
  * Reads go through fits_read_subset (ffgsv) as 32-bit floats in chunks of
  * rows, with cfitsio applying BSCALE/BZERO and turning BLANK into NaN.
@@ -15,7 +15,7 @@
 #include <math.h>
 #include <string.h>
 
-/* Pixels read per ffgsv call, so interrupts are checked every few ms. */
+/* Pixels read per ffgsv call; interrupts are checked between calls. */
 #define READ_CHUNK_PIXELS ((size_t) 1 << 20)
 
 void
@@ -61,10 +61,10 @@ no_such_hdu(const WdcEnv *env, WdcFitsFile *file, int hdu)
 }
 
 /*
- * Check that the input holds every data byte of the current HDU:
- * |BITPIX| / 8 * GCOUNT * (PCOUNT + NAXIS1 * ... * NAXISn) bytes from the
- * data start (FITS standard 4.0, section 4.4.1.1), the final block padding
- * excepted, which some writers omit.  For a tile-compressed image these are
+ * Check that the input contains every data byte of the current HDU, which
+ * the FITS standard sizes as |BITPIX| / 8 * GCOUNT * (PCOUNT + NAXIS1 * ...
+ * * NAXISn) bytes from the data start.  The padding of the last 2880-byte
+ * block is not required, because some writers omit it.  For a tile-compressed image these are
  * the keywords of the binary table that carries it.
  */
 static WdcStatus

@@ -19,9 +19,10 @@
 #include <wcslib/wcshdr.h>
 
 /*
- * Rotation from J2000 equatorial to galactic direction cosines: the rows
- * are the galactic x, y, z axes in equatorial coordinates, as given in the
- * Hipparcos catalogue introduction (ESA SP-1200, vol. 1, section 1.5.3).
+ * Rotation from J2000 equatorial to galactic direction cosines, the matrix
+ * the Hipparcos catalogue uses for ICRS to galactic.  Its rows are the
+ * galactic x, y and z axes in equatorial coordinates.  astropy's galactic
+ * frame, derived from FK4 B1950, agrees with it to about 10 mas.
  */
 static const double equatorial_to_galactic[3][3] = {
 	{-0.0548755604162154, -0.8734370902348850, -0.4838350155487132},
