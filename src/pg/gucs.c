@@ -8,10 +8,12 @@
 #include "postgres.h"
 
 #include "hnsw/hnsw.h"
+#include "pg/fits_sql.h"
 #include "pg/wdc_pg.h"
 
 void
 wdc_module_init_gucs(void)
 {
+	wdc_fits_init_gucs();
 	wdc_hnsw_init();
 }
