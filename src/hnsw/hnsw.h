@@ -309,6 +309,7 @@ extern HnswElementTuple HnswFormElement(int dims, int m, int level, bool inlineN
 										const float *vec, uint32 fingerprint, Size *size);
 extern HnswNeighborTuple HnswFormNeighborTuple(int m, int level, Size *size);
 extern int	HnswSearchBatch(HnswSearch *search, int maxVisited, HnswCandidate **out);
+extern void HnswSearchSweep(HnswSearch *search, int maxVisited);
 extern void HnswSearchDescend(Relation index, HnswMetric metric, int dims, int m,
 							  const float *query, const Latent *queryLatent,
 							  const HnswMetaPageData *meta, int toLevel,

@@ -294,7 +294,13 @@ ConnectBack(HnswBuildState *bs, int32 target, int32 idx, double distance, int lc
 			HnswDistance(bs->metric, e->vec, bs->elements[el].vec, bs->dims) : distance;
 		int			j = n;
 
-		while (j > 0 && pairs[j - 1].distance > d)
+		/*
+		 * The new element goes before existing ones at equal distance, so
+		 * that among exact duplicates the newest gets the incoming edge;
+		 * otherwise later duplicates would never be reachable.
+		 */
+		while (j > 0 && (pairs[j - 1].distance > d ||
+						 (el == idx && pairs[j - 1].distance == d)))
 		{
 			pairs[j] = pairs[j - 1];
 			j--;

@@ -443,7 +443,9 @@ AddReverseEdge(Relation index, HnswMetric metric, int dims, int m, int lc,
 
 			if (i < nloaded && loaded[i]->deleted)
 				continue;
-			while (j > 0 && distances[j - 1] > d)
+			/* Newest first among equal distances, as in the in-memory build */
+			while (j > 0 && (distances[j - 1] > d ||
+							 (i == nloaded && distances[j - 1] == d)))
 			{
 				vectors[j] = vectors[j - 1];
 				distances[j] = distances[j - 1];

@@ -8,6 +8,8 @@
  * for more (a filter rejected rows, or LIMIT exceeds ef_search) the level-0
  * search resumes from where it stopped (HnswSearchBatch) and hands out the
  * next ef elements, until wdc.hnsw_max_scan_tuples elements have been read.
+ * Should the walk run out of elements first, the elements it never reached
+ * are read page by page (HnswSearchSweep) and returned in distance order.
  * Within a batch rows are in exact order; across batches the order is
  * approximate, as every result of an approximate index is.
  *
@@ -33,6 +35,7 @@ typedef struct HnswScanOpaqueData
 	bool		done;
 	bool		unordered;		/* NULL or zero query: return all in page order */
 	bool		firstBatch;
+	bool		swept;			/* unreached elements were added */
 	HnswSearch	search;
 	HnswCandidate **batch;		/* current batch, nearest first */
 	int			nbatch;
@@ -77,6 +80,7 @@ hnswrescan(IndexScanDesc scan, ScanKey keys, int nkeys, ScanKey orderbys, int no
 	MemoryContextReset(so->cxt);
 	so->started = false;
 	so->done = false;
+	so->swept = false;
 	so->unordered = false;
 	so->nbatch = 0;
 	so->batchpos = 0;
@@ -256,6 +260,13 @@ hnswgettuple(IndexScanDesc scan, ScanDirection dir)
 			so->firstBatch = false;
 			so->batchpos = 0;
 			so->heappos = 0;
+			if (so->nbatch == 0 && !so->swept)
+			{
+				/* The walk ran dry: read the elements no edge led to */
+				so->swept = true;
+				HnswSearchSweep(&so->search, hnsw_max_scan_tuples);
+				so->nbatch = HnswSearchBatch(&so->search, hnsw_max_scan_tuples, so->batch);
+			}
 			if (so->nbatch == 0)
 				so->done = true;
 		}

@@ -722,3 +722,53 @@ HnswFormNeighborTuple(int m, int level, Size *size)
 		ItemPointerSetInvalid(&ntup->slots[i]);
 	return ntup;
 }
+
+/*
+ * Add every element the search has not met, page by page, until maxVisited
+ * elements have been read.  A scan calls it once the graph walk has run
+ * dry, so that elements no edge leads to (a few in any HNSW graph, many
+ * among exact duplicates) are still returned, as a sequential scan would.
+ */
+void
+HnswSearchSweep(HnswSearch *search, int maxVisited)
+{
+	MemoryContext oldcxt = MemoryContextSwitchTo(search->cxt);
+	BlockNumber nblocks = RelationGetNumberOfBlocks(search->index);
+	ItemPointerData *tids = palloc(sizeof(ItemPointerData) * MaxOffsetNumber);
+	HnswCandidate **loaded = palloc(sizeof(HnswCandidate *) * MaxOffsetNumber);
+
+	for (BlockNumber blkno = HNSW_METAPAGE_BLKNO + 1;
+		 blkno < nblocks && search->nvisited < maxVisited; blkno++)
+	{
+		Buffer		buf = ReadBuffer(search->index, blkno);
+		Page		page;
+		int			ntids = 0;
+		int			nloaded;
+
+		LockBuffer(buf, BUFFER_LOCK_SHARE);
+		page = BufferGetPage(buf);
+		for (OffsetNumber off = FirstOffsetNumber;
+			 !PageIsNew(page) && off <= PageGetMaxOffsetNumber(page); off++)
+		{
+			ItemPointerData tid;
+			bool		found;
+
+			if (HnswGetElement(page, off) == NULL)
+				continue;
+			ItemPointerSet(&tid, blkno, off);
+			hnsw_visited_insert(search->visited, tid, &found);
+			if (!found)
+				tids[ntids++] = tid;
+		}
+		UnlockReleaseBuffer(buf);
+		search->bufferAccesses++;
+
+		nloaded = LoadElements(search, tids, ntids, loaded);
+		for (int i = 0; i < nloaded; i++)
+		{
+			search->nvisited++;
+			AddCandidate(search, loaded[i]);
+		}
+	}
+	MemoryContextSwitchTo(oldcxt);
+}

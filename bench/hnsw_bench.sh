@@ -1,0 +1,135 @@
+#!/usr/bin/env bash
+# wdc_hnsw against the exact sequential scan on the same seeded data, in one
+# run: build time, index size, and for each ef_search the recall@10, the
+# buffer accesses per query and the queries per second (pgbench, 1 and 2
+# clients); the exact scan's queries per second is the reference.
+#
+#   bench/hnsw_bench.sh                      throwaway cluster (pg_virtualenv)
+#   WDC_BENCH_USE_ENV=1 bench/hnsw_bench.sh  server named by PG* variables
+#
+# Settings: N rows (default 100000), D dimensions (32), Q queries (200),
+# K mixture components (20), SPREAD component standard deviation (0.35),
+# M and EFC index options (16, 64), EFS ef_search values ("10 20 40 80 160"),
+# SECONDS_PER_RUN pgbench duration (10), MWM maintenance_work_mem ("1GB").
+# Data: latents are drawn from a mixture of K Gaussians whose centres are
+# uniform in [-1, 1]^D; queries come from the same mixture.  Everything is
+# seeded with setseed, so the data is the same in every run.
+# Needs wdc installed (make install).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+N=${N:-100000}
+D=${D:-32}
+Q=${Q:-200}
+K=${K:-20}
+SPREAD=${SPREAD:-0.35}
+M=${M:-16}
+EFC=${EFC:-64}
+EFS=${EFS:-"10 20 40 80 160"}
+SECONDS_PER_RUN=${SECONDS_PER_RUN:-10}
+MWM=${MWM:-1GB}
+
+if [ -z "${WDC_BENCH_USE_ENV:-}" ]; then
+	exec env WDC_BENCH_USE_ENV=1 pg_virtualenv -t -v 15 \
+		-o "shared_buffers=2GB" -o "max_parallel_workers_per_gather=0" "$0" "$@"
+fi
+
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+psql_q() { psql -X -q -v ON_ERROR_STOP=1 -At "$@"; }
+
+# --- data: mixture centres, rows and queries, all from one seed
+psql_q <<SQL
+CREATE EXTENSION IF NOT EXISTS wdc;
+DROP TABLE IF EXISTS hb_centres, hb_items, hb_queries, hb_truth;
+SET max_parallel_workers_per_gather = 0;
+SELECT setseed(0.25);
+CREATE TABLE hb_centres AS
+SELECT k, array_agg((random() * 2 - 1)::real ORDER BY j) AS c
+FROM generate_series(0, $K - 1) k, generate_series(1, $D) j GROUP BY k;
+-- Box-Muller normal deviates around the row's centre
+CREATE TABLE hb_items (id int PRIMARY KEY, z latent($D));
+INSERT INTO hb_items
+SELECT i, (SELECT array_agg((c.c[j] + $SPREAD * sqrt(-2 * ln(1 - random())) *
+                             cos(2 * pi() * random()))::real ORDER BY j)
+           FROM generate_series(1, $D) j)::latent
+FROM generate_series(1, $N) i JOIN hb_centres c ON c.k = (i * 7919) % $K;
+CREATE TABLE hb_queries (qid int PRIMARY KEY, z latent($D));
+INSERT INTO hb_queries
+SELECT i, (SELECT array_agg((c.c[j] + $SPREAD * sqrt(-2 * ln(1 - random())) *
+                             cos(2 * pi() * random()))::real ORDER BY j)
+           FROM generate_series(1, $D) j)::latent
+FROM generate_series(1, $Q) i JOIN hb_centres c ON c.k = (i * 104729) % $K;
+VACUUM ANALYZE hb_items;
+VACUUM ANALYZE hb_queries;
+SQL
+
+# --- exact answers
+psql_q <<SQL
+SET enable_indexscan = off;
+CREATE TABLE hb_truth AS
+SELECT q.qid, array(SELECT id FROM hb_items ORDER BY z <-> q.z LIMIT 10) AS ids
+FROM hb_queries q;
+SQL
+
+cat >"$work/query.pgb" <<EOF
+\set qid random(1, $Q)
+SELECT id FROM hb_items ORDER BY z <-> (SELECT z FROM hb_queries WHERE qid = :qid) LIMIT 10;
+EOF
+qps() { # $1 clients, $2 extra PGOPTIONS
+	PGOPTIONS="$2" pgbench -n -M prepared -f "$work/query.pgb" -T "$SECONDS_PER_RUN" \
+		-c "$1" -j "$1" 2>/dev/null | sed -nE 's/^tps = ([0-9.]+).*/\1/p'
+}
+
+exact1=$(qps 1 "-c enable_indexscan=off")
+
+# --- index build
+build_ms=$(psql_q <<SQL
+SET maintenance_work_mem = '$MWM';
+SET max_parallel_maintenance_workers = 0;
+SELECT clock_timestamp() AS t0 \gset
+CREATE INDEX hb_items_z ON hb_items USING wdc_hnsw (z latent_l2_ops)
+	WITH (m = $M, ef_construction = $EFC);
+SELECT round(extract(epoch FROM clock_timestamp() - :'t0') * 1000);
+SQL
+)
+size=$(psql_q -c "SELECT pg_size_pretty(pg_relation_size('hb_items_z'))")
+problems=$(psql_q -c "SELECT count(*) FROM wdc.hnsw_verify('hb_items_z')")
+
+echo "N=$N D=$D Q=$Q K=$K SPREAD=$SPREAD m=$M ef_construction=$EFC"
+echo "build: ${build_ms} ms, index size: $size, hnsw_verify problems: $problems"
+echo "exact scan: ${exact1} queries/s (1 client)"
+echo
+echo "| ef_search | recall@10 | buffers/query | q/s 1 client | q/s 2 clients | x exact (1 client) |"
+echo "|---|---|---|---|---|---|"
+for ef in $EFS; do
+	recall=$(psql_q <<SQL
+SET wdc.hnsw_ef_search = $ef;
+SET enable_seqscan = off;
+SELECT round(avg((SELECT count(*) FROM unnest(t.ids) x
+                  WHERE x = ANY (array(SELECT id FROM hb_items ORDER BY z <-> q.z LIMIT 10)))) / 10, 4)
+FROM hb_truth t JOIN hb_queries q USING (qid);
+SQL
+)
+	buffers=$(psql_q <<SQL
+SET wdc.hnsw_ef_search = $ef;
+CREATE TEMP TABLE hb_plans (plan json);
+DO \$\$
+DECLARE
+	p json;
+BEGIN
+	FOR i IN 1 .. LEAST($Q, 50) LOOP
+		EXECUTE format('EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) SELECT id FROM hb_items ORDER BY z <-> %L LIMIT 10',
+					   (SELECT z FROM hb_queries WHERE qid = i)) INTO p;
+		INSERT INTO hb_plans VALUES (p);
+	END LOOP;
+END
+\$\$;
+SELECT round(avg((plan->0->'Plan'->>'Shared Hit Blocks')::numeric +
+                 (plan->0->'Plan'->>'Shared Read Blocks')::numeric)) FROM hb_plans;
+SQL
+)
+	q1=$(qps 1 "-c wdc.hnsw_ef_search=$ef")
+	q2=$(qps 2 "-c wdc.hnsw_ef_search=$ef")
+	ratio=$(awk -v a="$q1" -v b="$exact1" 'BEGIN { printf "%.1f", a / b }')
+	echo "| $ef | $recall | $buffers | $q1 | $q2 | $ratio |"
+done
