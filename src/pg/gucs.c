@@ -9,6 +9,7 @@
 
 #include "hnsw/hnsw.h"
 #include "pg/fits_sql.h"
+#include "pg/model.h"
 #include "pg/wdc_pg.h"
 
 void
@@ -16,4 +17,5 @@ wdc_module_init_gucs(void)
 {
 	wdc_fits_init_gucs();
 	wdc_hnsw_init();
+	wdc_model_init();
 }
