@@ -27,10 +27,11 @@ extern double flow_rng_normal(FlowRng *rng);	/* Box-Muller */
 extern uint64_t flow_rng_below(FlowRng *rng, uint64_t bound);
 
 /*
- * flow_gelu.c.  For p [n]: h = gelu(p); when s is not NULL,
- * s = scale * gelu'(p), scale [n] (the FiLM gamma).
+ * flow_gelu.c.  For p [n]: h = gelu(p) (h may alias p) and, when deriv is
+ * not NULL, deriv = gelu'(p).
  */
 extern void flow_gelu(const float *p, float *h, float *deriv, int n);
+extern int	flow_gelu_force_level(int level);
 extern float flow_gelu_ref(float x);
 extern double flow_gelu_exact(double x);
 extern double flow_gelu_deriv_exact(double x);

@@ -20,6 +20,7 @@
  * [out][in] as in PyTorch's Linear, so every product uses B = w transposed.
  */
 #include "flow/flow_int.h"
+#include "flow/flow_vec.h"
 
 #include <cblas.h>
 #include <string.h>
@@ -102,28 +103,18 @@ film_gelu(const FlowModel *m, FlowNetWork *w, int n, const float *bias,
 {
 	int			H = m->hidden;
 	int			r;
-	int			k;
 
 	for (r = 0; r < n; r++)
 	{
 		const float *gamma = film + (size_t) r * 2 * H;
-		const float *beta = gamma + H;
-		float	   *a = w->act + (size_t) r * H;
 
-		for (k = 0; k < H; k++)
-			a[k] = gamma[k] * (a[k] + bias[k]) + beta[k];
+		flow_vec_film(w->act + (size_t) r * H, bias, gamma, gamma + H, H);
 	}
 	flow_gelu(w->act, w->h, want_slope ? w->deriv : NULL, n * H);
 	if (want_slope)
 		for (r = 0; r < n; r++)
-		{
-			const float *gamma = film + (size_t) r * 2 * H;
-			float	   *s = w->slope + (size_t) r * H;
-			const float *dv = w->deriv + (size_t) r * H;
-
-			for (k = 0; k < H; k++)
-				s[k] = gamma[k] * dv[k];
-		}
+			flow_vec_mul(w->slope + (size_t) r * H, film + (size_t) r * 2 * H,
+						 w->deriv + (size_t) r * H, H);
 }
 
 /* Multiply tangent row r * d + i by slope[r] for all i. */
@@ -133,7 +124,6 @@ scale_tangents(const FlowModel *m, const FlowNetWork *w, int n, float *tan)
 	int			H = m->hidden;
 	int			r;
 	int			i;
-	int			k;
 
 	for (r = 0; r < n; r++)
 	{
@@ -143,8 +133,7 @@ scale_tangents(const FlowModel *m, const FlowNetWork *w, int n, float *tan)
 		{
 			float	   *row = tan + ((size_t) r * m->d + i) * H;
 
-			for (k = 0; k < H; k++)
-				row[k] *= s[k];
+			flow_vec_mul(row, row, s, H);
 		}
 	}
 }
@@ -163,7 +152,6 @@ flow_net_forward(const FlowModel *m, FlowNetWork *w, int n, const float *x,
 	int			l;
 	int			r;
 	int			i;
-	int			k;
 	float	   *tan = w->tan_a;
 	float	   *tan_next = w->tan_b;
 
@@ -184,11 +172,8 @@ flow_net_forward(const FlowModel *m, FlowNetWork *w, int n, const float *x,
 
 			for (i = 0; i < d; i++)
 			{
-				float	   *row = tan + ((size_t) r * d + i) * H;
-				const float *wt = w->w_in_t + (size_t) i * H;
-
-				for (k = 0; k < H; k++)
-					row[k] = s[k] * wt[k];
+				flow_vec_mul(tan + ((size_t) r * d + i) * H, s,
+							 w->w_in_t + (size_t) i * H, H);
 			}
 		}
 
@@ -228,13 +213,8 @@ flow_net_forward(const FlowModel *m, FlowNetWork *w, int n, const float *x,
 
 			for (i = 0; i < d; i++)
 			{
-				const float *row = tan + ((size_t) r * d + i) * H;
-				const float *wo = m->w_out + (size_t) i * H;
-				float		dot = 0.0f;
-
-				for (k = 0; k < H; k++)
-					dot += wo[k] * row[k];
-				acc += dot;
+				acc += flow_vec_dot(m->w_out + (size_t) i * H,
+									tan + ((size_t) r * d + i) * H, H);
 			}
 			div[r] = acc;
 		}

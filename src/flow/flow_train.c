@@ -25,8 +25,12 @@
  * machine.
  */
 #include "flow/flow_int.h"
+#include "flow/flow_vec.h"
 
 #include <cblas.h>
+#if defined(__SSE__)
+#include <xmmintrin.h>
+#endif
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -164,11 +168,9 @@ static void
 add_column_sums(const float *a, int rows, int cols, float *out)
 {
 	int			r;
-	int			c;
 
 	for (r = 0; r < rows; r++)
-		for (c = 0; c < cols; c++)
-			out[c] += a[(size_t) r * cols + c];
+		flow_vec_add(out, a + (size_t) r * cols, cols);
 }
 
 /*
@@ -195,8 +197,7 @@ train_forward(const FlowModel *m, TrainWork *w, int n)
 	else
 		memset(w->film, 0, (size_t) n * 2 * H * sizeof(float));
 	for (r = 0; r < n; r++)
-		for (k = 0; k < 2 * H; k++)
-			w->film[(size_t) r * 2 * H + k] += m->b_film[k];
+		flow_vec_add(w->film + (size_t) r * 2 * H, m->b_film, 2 * H);
 
 	for (l = 0; l < m->layers; l++)
 	{
@@ -218,13 +219,20 @@ train_forward(const FlowModel *m, TrainWork *w, int n)
 		{
 			const float *gamma = w->film + (size_t) r * 2 * H;
 			const float *beta = gamma + H;
+			float	   *pr = pre + (size_t) r * H;
+			float	   *ac = act + (size_t) r * H;
 
-			for (k = 0; k < H; k++)
+			for (k = 0; k + 4 <= H; k += 4)
 			{
-				size_t		at = (size_t) r * H + k;
+				flow_v4		a = flow_load4(pr + k) + flow_load4(bias + k);
 
-				pre[at] += bias[k];
-				act[at] = gamma[k] * pre[at] + beta[k];
+				flow_store4(pr + k, a);
+				flow_store4(ac + k, flow_load4(gamma + k) * a + flow_load4(beta + k));
+			}
+			for (; k < H; k++)
+			{
+				pr[k] += bias[k];
+				ac[k] = gamma[k] * pr[k] + beta[k];
 			}
 		}
 		flow_gelu(act, act, deriv, n * H);
@@ -291,15 +299,26 @@ train_backward(const FlowModel *m, const FlowModel *g, TrainWork *w, int n)
 			const float *gamma = w->film + (size_t) r * 2 * H;
 			float	   *dgamma = w->dfilm + (size_t) r * 2 * H;
 			float	   *dbeta = dgamma + H;
+			const float *dh = w->dh + (size_t) r * H;
+			const float *dr = deriv + (size_t) r * H;
+			const float *pr = pre + (size_t) r * H;
+			float	   *da = w->da + (size_t) r * H;
 
-			for (k = 0; k < H; k++)
+			for (k = 0; k + 4 <= H; k += 4)
 			{
-				size_t		at = (size_t) r * H + k;
-				float		dp = w->dh[at] * deriv[at];
+				flow_v4		dp = flow_load4(dh + k) * flow_load4(dr + k);
 
-				dgamma[k] += dp * pre[at];
+				flow_store4(dgamma + k, flow_load4(dgamma + k) + dp * flow_load4(pr + k));
+				flow_store4(dbeta + k, flow_load4(dbeta + k) + dp);
+				flow_store4(da + k, dp * flow_load4(gamma + k));
+			}
+			for (; k < H; k++)
+			{
+				float		dp = dh[k] * dr[k];
+
+				dgamma[k] += dp * pr[k];
 				dbeta[k] += dp;
-				w->da[at] = dp * gamma[k];
+				da[k] = dp * gamma[k];
 			}
 		}
 
@@ -358,13 +377,21 @@ train_backward(const FlowModel *m, const FlowModel *g, TrainWork *w, int n)
 static void
 clip_gradient(float *grad, size_t n, double max_norm)
 {
-	double		sq = 0.0;
+	double		part[4] = {0.0, 0.0, 0.0, 0.0};
 	double		norm;
 	size_t		j;
 
-	for (j = 0; j < n; j++)
-		sq += (double) grad[j] * grad[j];
-	norm = sqrt(sq);
+	/* four independent sums, added in a fixed order (deterministic) */
+	for (j = 0; j + 4 <= n; j += 4)
+	{
+		part[0] += (double) grad[j] * grad[j];
+		part[1] += (double) grad[j + 1] * grad[j + 1];
+		part[2] += (double) grad[j + 2] * grad[j + 2];
+		part[3] += (double) grad[j + 3] * grad[j + 3];
+	}
+	for (; j < n; j++)
+		part[0] += (double) grad[j] * grad[j];
+	norm = sqrt((part[0] + part[1]) + (part[2] + part[3]));
 	if (norm > max_norm)
 	{
 		float		coef = (float) (max_norm / (norm + 1e-6));
@@ -387,9 +414,24 @@ adamw_step(float *p, const float *grad, float *mom, float *vel, size_t n,
 	float		b1 = (float) o->beta1;
 	float		b2 = (float) o->beta2;
 	float		eps = (float) o->adam_eps;
-	size_t		j;
+	size_t		j = 0;
 
-	for (j = 0; j < n; j++)
+#if defined(__SSE__)
+	/* four parameters at a time; _mm_sqrt_ps is exact like sqrtf */
+	for (; j + 4 <= n; j += 4)
+	{
+		flow_v4		gj = flow_load4(grad + j);
+		flow_v4		pj = flow_load4(p + j) * decay;
+		flow_v4		mj = b1 * flow_load4(mom + j) + (1.0f - b1) * gj;
+		flow_v4		vj = b2 * flow_load4(vel + j) + (1.0f - b2) * gj * gj;
+		flow_v4		root = (flow_v4) _mm_sqrt_ps((__m128) vj);
+
+		flow_store4(mom + j, mj);
+		flow_store4(vel + j, vj);
+		flow_store4(p + j, pj - step_size * mj / (root / bc2_sqrt + eps));
+	}
+#endif
+	for (; j < n; j++)
 	{
 		float		gj = grad[j];
 

@@ -9,8 +9,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Accuracy of the kernel for the CPU level in use (see flow_gelu.c). */
 static void
-test_gelu_accuracy(void)
+test_gelu_accuracy(int level)
 {
 	int			n = 400001;
 	float	   *x = malloc(sizeof(float) * n);
@@ -41,8 +42,8 @@ test_gelu_accuracy(void)
 		if (fabs(dh[i] - want_d) > abs_d)
 			abs_d = fabs(dh[i] - want_d);
 	}
-	snprintf(why, sizeof(why), "relative %.2e (|x|<=3), %.2e (|x|<=5); absolute %.2e, derivative %.2e",
-			 rel3, rel5, abs_h, abs_d);
+	snprintf(why, sizeof(why), "level %d: relative %.2e (|x|<=3), %.2e (|x|<=5); absolute %.2e, derivative %.2e",
+			 level, rel3, rel5, abs_h, abs_d);
 	printf("# gelu %s\n", why);
 	wdc_test_case("gelu relative error |x|<=3", rel3 < 1e-6, why);
 	wdc_test_case("gelu relative error |x|<=5", rel5 < 2e-6, why);
@@ -203,7 +204,12 @@ test_pvalue(void)
 int
 main(void)
 {
-	test_gelu_accuracy();
+	int			level;
+	int			top = flow_gelu_force_level(2);
+
+	for (level = 0; level <= top; level++)
+		test_gelu_accuracy(flow_gelu_force_level(level));
+	flow_gelu_force_level(top);
 	test_divergence_matches_differences(4);
 	test_divergence_matches_differences(17);
 	test_batch_independence();
