@@ -599,10 +599,19 @@ HnswSearchBatch(HnswSearch *search, int maxVisited, HnswCandidate **out)
 		HnswCandidate *c = pairingheap_container(HnswCandidate, cnode,
 												 pairingheap_first(search->candidates));
 
-		if (search->nresult >= search->ef &&
-			c->distance > pairingheap_container(HnswCandidate, rnode,
-												pairingheap_first(search->result))->distance)
-			break;
+		/*
+		 * A candidate outside the result at the furthest result's distance
+		 * stops the walk too: among many exact duplicates it would otherwise
+		 * run through the whole graph.
+		 */
+		if (search->nresult >= search->ef)
+		{
+			double		furthest = pairingheap_container(HnswCandidate, rnode,
+														 pairingheap_first(search->result))->distance;
+
+			if (c->distance > furthest || (c->distance == furthest && !c->inResult))
+				break;
+		}
 		pairingheap_remove_first(search->candidates);
 		c->expanded = true;
 		ExpandCandidate(search, c);
