@@ -79,6 +79,7 @@ nn_tensor_convert(const WdcEnv *env, const Onnx__TensorProto *t,
 	const char *name = t->name ? t->name : "";
 	int			dt = t->has_data_type ? t->data_type : 0;
 	int64_t		n = 1;
+	int64_t		span = 1;
 	size_t		raw_width;
 	size_t		typed_count;
 	int			out_elem;
@@ -101,11 +102,17 @@ nn_tensor_convert(const WdcEnv *env, const Onnx__TensorProto *t,
 	shape->rank = (int) t->n_dims;
 	for (size_t i = 0; i < t->n_dims; i++)
 	{
+		/*
+		 * Bound the product of the dimensions with zeros counted as one, so
+		 * that an empty tensor cannot hide dimensions whose strides overflow.
+		 */
 		if (t->dims[i] < 0 || t->dims[i] > NN_MAX_NUMEL ||
-			__builtin_mul_overflow(n, t->dims[i], &n) || n > NN_MAX_NUMEL)
+			__builtin_mul_overflow(span, t->dims[i] ? t->dims[i] : 1, &span) ||
+			span > NN_MAX_NUMEL)
 			return wdc_error(env, WDC_ERR_CORRUPT,
 							 "tensor \"%s\" has invalid dimension %lld",
 							 name, (long long) t->dims[i]);
+		n *= t->dims[i];
 		shape->d[i] = t->dims[i];
 	}
 

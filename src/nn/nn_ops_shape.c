@@ -129,11 +129,14 @@ read_axes(NnCtx *c, int64_t *axes, int *n)
 {
 	if (c->opset >= 13)
 	{
+		WdcStatus	st;
+
 		*n = 0;
 		if (!nn_has_in(c, 1))
 			return WDC_OK;
+		st = nn_const_ints(c, 1, axes, NN_MAX_RANK, n);
 		c->step->n_in = 1;
-		return nn_const_ints(c, 1, axes, NN_MAX_RANK, n);
+		return st;
 	}
 	else
 	{

@@ -121,7 +121,9 @@ nn_check_shape(NnCtx *c, const NnShape *s)
 		if (s->d[i] < 0 || s->d[i] > NN_MAX_NUMEL)
 			return nn_invalid(c, "dimension %lld out of range",
 							  (long long) s->d[i]);
-		if (__builtin_mul_overflow(n, s->d[i], &n) || n > NN_MAX_NUMEL)
+		/* zeros count as one, as in nn_tensor_convert */
+		if (__builtin_mul_overflow(n, s->d[i] ? s->d[i] : 1, &n) ||
+			n > NN_MAX_NUMEL)
 			return wdc_error(c->env, WDC_ERR_LIMIT,
 							 "tensor of node \"%s\" (%s) is too large",
 							 node_name(c), c->step->op->name);
@@ -175,9 +177,13 @@ nn_set_out_const(NnCtx *c, int i, const NnShape *shape, int elem,
 WdcStatus
 nn_const_ints(NnCtx *c, int i, int64_t *out, int max, int *n)
 {
-	const NnPVal *v = &c->plan->vals[c->step->in[i]];
-	int64_t		cnt = nn_numel(&v->shape);
+	const NnPVal *v;
+	int64_t		cnt;
 
+	if (!nn_has_in(c, i))
+		return nn_invalid(c, "input %d is missing", i);
+	v = &c->plan->vals[c->step->in[i]];
+	cnt = nn_numel(&v->shape);
 	if (v->cdata == NULL)
 		return nn_unsupported(c, "a non-constant input %d", i);
 	if (v->shape.rank > 1 || cnt > max)
@@ -295,6 +301,12 @@ plan_arena(const WdcEnv *env, WdcNnPlan *p)
 	}
 	for (int i = 0; i < m->n_outputs; i++)
 		p->vals[m->output_value[i]].last = p->n_steps;
+	for (int v = 0; v < nv; v++)
+	{
+		/* an output nobody reads still needs a place to be written */
+		if (p->vals[v].first != INT32_MAX && p->vals[v].last < p->vals[v].first)
+			p->vals[v].last = p->vals[v].first;
+	}
 	for (int i = 0; i < m->n_inputs; i++)
 		if (p->vals[m->input_value[i]].last < -1)
 			p->vals[m->input_value[i]].last = -1;
@@ -419,7 +431,12 @@ plan_step(NnCtx *c)
 	for (int i = 0; i < s->n_in; i++)
 	{
 		if (s->in[i] < 0)
+		{
+			/* only inputs past the operator's minimum count may be omitted */
+			if (i < s->op->min_in)
+				return nn_invalid(c, "required input %d is empty", i);
 			continue;
+		}
 		if (!c->plan->vals[s->in[i]].known)
 			return nn_invalid(c, "input %d has no inferred shape", i);
 		if (c->plan->vals[s->in[i]].cdata == NULL)
@@ -484,7 +501,8 @@ bind_inputs(const WdcEnv *env, WdcNnPlan *p, const WdcNnPlanOptions *o)
 		}
 		for (int d = 0; d < v->shape.rank; d++)
 			if (v->shape.d[d] < 0 ||
-				__builtin_mul_overflow(n, v->shape.d[d], &n) || n > NN_MAX_NUMEL)
+				__builtin_mul_overflow(n, v->shape.d[d] ? v->shape.d[d] : 1, &n) ||
+				n > NN_MAX_NUMEL)
 				return wdc_error(env, WDC_ERR_INVALID,
 								 "input \"%s\" has an invalid shape", mi->name);
 		v->known = 1;
@@ -497,7 +515,7 @@ bind_inputs(const WdcEnv *env, WdcNnPlan *p, const WdcNnPlanOptions *o)
 								 "input \"%s\" is bound with element type %d",
 								 mi->name, b->elem_type);
 			v->elem = b->elem_type;
-			bytes = (size_t) n * nn_elem_size(v->elem);
+			bytes = (size_t) nn_numel(&v->shape) * nn_elem_size(v->elem);
 			v->cdata = wdc_alloc(env, bytes);
 			if (v->cdata == NULL)
 				return wdc_error(env, WDC_ERR_NOMEM, "out of memory planning model");
