@@ -14,9 +14,9 @@
  *
  * Conditions.  The encoded condition is the z-scored numeric columns followed
  * by a learned class embedding (width embed_dim).  A learned null vector of
- * length m replaces the whole condition for unconditional use; training swaps
- * it in with probability p_null (classifier-free guidance, Ho and Salimans
- * 2022).  Guidance weight w gives u = (1 - w) u_null + w u_cond.
+ * length m replaces the whole condition for unconditional use.  Training
+ * swaps it in with probability p_null (classifier-free guidance, Ho and
+ * Salimans 2022).  Guidance weight w gives u = (1 - w) u_null + w u_cond.
  *
  * Spaces.  Callers pass latents in the original space.  The model stores a
  * per-dimension mean and standard deviation; every entry point standardises
@@ -59,7 +59,7 @@ typedef enum FlowMethod
  * midpoint, at all four stages for RK4.  FLOW_QUAD_SIMPSON integrates the
  * state with the solver as usual but evaluates the divergence only at
  * div_intervals + 1 equally spaced grid points and combines them with
- * composite Simpson weights; the divergence is the expensive part (about
+ * composite Simpson weights.  The divergence is the expensive part (about
  * 4 hidden^2 d FLOPs against 4 hidden^2 for a plain velocity call), so this
  * trades many forward passes for few divergence passes.
  */
@@ -190,7 +190,7 @@ typedef struct FlowTrainInfo
  *	null_cond [m] (NULL when m = 0)
  * Condition bookkeeping for the glue: numeric_names [n_numeric] and
  * class_name name the training query's columns; class_labels [n_classes]
- * holds the labels as text in training order.  calibration holds the sorted
+ * contains the labels as text in training order.  calibration holds the sorted
  * log densities (original space) of validation rows: unconditional first
  * (n_calibration values), then, for conditional models, conditional
  * (n_calibration values, NULL otherwise).

@@ -30,7 +30,7 @@
 
 /*
  * One kernel per vector width.  The baseline is four lanes (SSE2 on
- * x86-64, or whatever the vector extensions map to elsewhere); on x86-64
+ * x86-64, or whatever the vector extensions map to elsewhere).  On x86-64
  * the AVX2+FMA and AVX-512 variants are compiled with target attributes and
  * picked at run time, so the build needs no -march flag.  The wider
  * variants contract multiply-adds into FMA, so their last bits may differ

@@ -38,7 +38,7 @@ extern double flow_gelu_deriv_exact(double x);
 
 /*
  * flow_net.c: batched evaluation of the velocity MLP for up to
- * FLOW_MAX_BATCH rows.  film [n][2 hidden] holds each row's gamma and beta.
+ * FLOW_MAX_BATCH rows.  film [n][2 hidden] contains each row's gamma and beta.
  */
 typedef struct FlowNetWork
 {

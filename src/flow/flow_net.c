@@ -94,8 +94,9 @@ flow_net_work_alloc(const WdcEnv *env, const FlowModel *m, int with_tangents,
 }
 
 /*
- * Bias, FiLM and GELU for one layer: act [n][H] holds a without bias on
- * entry; h receives gelu(p) and, when slope is wanted, slope = gamma gelu'(p).
+ * Apply bias, FiLM and GELU for one layer.  On entry act [n][H] contains
+ * a without bias.  h receives gelu(p) and, when slope is wanted,
+ * slope = gamma gelu'(p).
  */
 static void
 film_gelu(const FlowModel *m, FlowNetWork *w, int n, const float *bias,

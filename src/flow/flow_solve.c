@@ -5,7 +5,7 @@
  *
  * Rows are processed in batches of flow_net_batch_rows() rows.  For each
  * batch the FiLM parameters of the rows' conditions (and of the null
- * condition, when guidance mixes both) are computed once; the network is
+ * condition, when guidance mixes both) are computed once.  The network is
  * then the velocity field handed to flow_integrate().
  *
  * Log density of an original-space latent z (instantaneous change of

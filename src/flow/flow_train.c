@@ -214,7 +214,7 @@ train_forward(const FlowModel *m, TrainWork *w, int n)
 						1.0f, w->act + (l - 1) * layer, H,
 						m->w_hidden + (size_t) (l - 1) * H * H, H,
 						0.0f, pre, H);
-		/* pre = a + bias; act temporarily holds p = gamma pre + beta */
+		/* pre = a + bias; act first receives p = gamma pre + beta */
 		for (r = 0; r < n; r++)
 		{
 			const float *gamma = w->film + (size_t) r * 2 * H;
@@ -869,6 +869,12 @@ flow_train(const WdcEnv *env, const float *data, int64_t n, int d,
 			return wdc_error(env, WDC_ERR_DATA,
 							 "latent row %zu has a non-finite value in dimension %zu",
 							 j / d + 1, j % d + 1);
+	if (n_classes > 0)
+		for (j = 0; j < (size_t) n; j++)
+			if (cond->class_index[j] < -1 || cond->class_index[j] >= n_classes)
+				return wdc_error(env, WDC_ERR_DATA,
+								 "class index %d of row %zu is out of range",
+								 (int) cond->class_index[j], j + 1);
 	embed_dim = n_classes > 0 ?
 		(o->embed_dim > 0 ? o->embed_dim : (n_classes < 16 ? n_classes : 16)) : 0;
 

@@ -144,9 +144,9 @@ test_density_and_pvalue(void)
 	/*
 	 * Samples follow the mixture.  Their exact mean log density is the
 	 * cross-entropy E_q[log p], which punishes every sample that lands
-	 * between modes and so sits further from the data's value than the
-	 * held-out score does (about 0.3 nats here, against about 5 nats
-	 * for a Gaussian with the data's mean and covariance).
+	 * between modes.  So it sits further from the data's value than the
+	 * held-out score does: about 0.3 nats here, against about 5 nats for
+	 * a Gaussian with the data's mean and covariance.
 	 */
 	{
 		float	   *samples = malloc(sizeof(float) * n_test * DIM);
@@ -240,6 +240,22 @@ test_determinism_and_cancel(void)
 	wdc_test_case("hidden below range rejected",
 				  st == WDC_ERR_INVALID && strstr(err.message, "hidden") != NULL,
 				  err.message);
+	{
+		int32_t    *cls = calloc(n, sizeof(int32_t));
+		FlowConditions cond = {NULL, cls, NULL};
+
+		o.hidden = 32;
+		cls[7] = 3;
+		st = flow_train(&env, rows, n, DIM, &cond, 0, NULL, "c", 3, NULL, &o, NULL, NULL, &a);
+		wdc_test_case("class index out of range rejected",
+					  st == WDC_ERR_DATA && strstr(err.message, "row 8") != NULL,
+					  err.message);
+		free(cls);
+	}
+	wdc_test_case("memory estimate grows with rows",
+				  flow_train_memory(1000, 16, 0, 0, &o) < flow_train_memory(100000, 16, 0, 0, &o) &&
+				  flow_train_memory(100000, 16, 0, 0, &o) > (size_t) 100000 * 16 * sizeof(float),
+				  "estimate");
 	free(rows);
 }
 
