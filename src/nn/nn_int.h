@@ -19,6 +19,14 @@
 #define NN_MAX_PARAMS 48
 
 /*
+ * Parameter slots of a Relu or LeakyRelu fused into the Conv or Gemm that
+ * feeds it: p[NN_ACT_SLOT] is 1 when fused, f[NN_ACT_ALPHA] the slope for
+ * negative inputs (0 for Relu).
+ */
+#define NN_ACT_SLOT (NN_MAX_PARAMS - 2)
+#define NN_ACT_ALPHA 7
+
+/*
  * Largest tensor the runtime accepts, in elements.  It keeps every size
  * computation far from overflow (2^40 floats is 4 TiB, beyond any backend).
  */
@@ -208,7 +216,9 @@ extern const NnOpDef nn_ops_linear[];
 extern const NnOpDef nn_ops_norm[];
 extern const NnOpDef nn_ops_shape[];
 
-/* nn_ops_linear.c: the one GEMM seam */
+/* nn_ops_linear.c */
+extern int	nn_fuse_activation(NnCtx *c, float alpha);
+/* the one GEMM seam */
 extern void nn_sgemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k,
 					 float alpha, const float *a, int64_t lda,
 					 const float *b, int64_t ldb, float beta,

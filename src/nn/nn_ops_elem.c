@@ -41,6 +41,7 @@ unary_prepare(NnCtx *c)
 	NnStep	   *s = c->step;
 	const NnNode *nd = s->node;
 	int			code = -1;
+	WdcStatus	st;
 
 	for (int i = 0; unary_codes[i].name; i++)
 		if (strcmp(unary_codes[i].name, s->op->name) == 0)
@@ -96,7 +97,14 @@ unary_prepare(NnCtx *c)
 			break;
 	}
 	s->tscratch = (size_t) nn_numel(nn_in_shape(c, 0)) * sizeof(float);
-	return nn_set_out(c, 0, nn_in_shape(c, 0), WDC_NN_FLOAT);
+	st = nn_set_out(c, 0, nn_in_shape(c, 0), WDC_NN_FLOAT);
+	if (st != WDC_OK)
+		return st;
+
+	/* Relu and LeakyRelu after a Conv or Gemm run inside that step */
+	if (s->p[0] == U_RELU || (s->p[0] == U_LEAKY && s->f[0] >= 0))
+		nn_fuse_activation(c, s->p[0] == U_RELU ? 0.0f : s->f[0]);
+	return WDC_OK;
 }
 
 static inline float

@@ -47,6 +47,60 @@ nn_sgemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k,
 				b, (blasint) ldb, beta, c, (blasint) ldc);
 }
 
+/* --- fused activation ------------------------------------------------- */
+
+/*
+ * Fold a Relu or LeakyRelu (slope alpha >= 0 below zero) into the Conv or
+ * Gemm step that writes its input, when nothing else reads that input.
+ * Returns 1 when fused; the activation step is then skipped.
+ */
+int
+nn_fuse_activation(NnCtx *c, float alpha)
+{
+	WdcNnPlan  *p = c->plan;
+	int			xv = c->step->in[0];
+	const NnValue *mv = &p->model->values[xv];
+	NnStep	   *prev = NULL;
+
+	if (mv->n_consumers != 1 || mv->is_output)
+		return 0;
+	/* the writer may differ from the model's producer after folding */
+	for (NnStep *st = c->step - 1; st >= p->steps; st--)
+		if (!st->skip && st->n_out > 0 && st->out[0] == xv)
+		{
+			prev = st;
+			break;
+		}
+	if (prev == NULL || prev->p[NN_ACT_SLOT] ||
+		(strcmp(prev->op->name, "Conv") != 0 && strcmp(prev->op->name, "Gemm") != 0))
+		return 0;
+	prev->p[NN_ACT_SLOT] = 1;
+	prev->f[NN_ACT_ALPHA] = alpha;
+	prev->out[0] = c->step->out[0];
+	c->step->skip = 1;
+	return 1;
+}
+
+static inline float
+act_value(float v, float alpha)
+{
+	return v >= 0 ? v : alpha * v;
+}
+
+/* Multiply k tangent slices by the activation's slope, read from y. */
+static void
+act_tangent(const NnStep *s, const float *y, float *dy, int64_t n, int k)
+{
+	float		alpha = s->f[NN_ACT_ALPHA];
+
+	if (!s->p[NN_ACT_SLOT])
+		return;
+	for (int j = 0; j < k; j++)
+		for (int64_t i = 0; i < n; i++)
+			if (!(y[i] > 0))
+				dy[j * n + i] *= alpha;
+}
+
 /* --- shared window geometry --------------------------------------------- */
 
 /* Parameter slots used by Conv, ConvTranspose and the pools. */
@@ -196,10 +250,19 @@ im2col(const int64_t *p, const float *x, int64_t c0, int64_t cg, int64_t img0,
 				OW = p[P_OW],
 				ohw = OH * OW;
 	int64_t		ncols = nimg * ohw;
+	int64_t		sw = p[P_SW];
 
-	for (int64_t ch = 0; ch < cg; ch++)
-		for (int64_t ki = 0; ki < p[P_KH]; ki++)
-			for (int64_t kj = 0; kj < p[P_KW]; kj++)
+	for (int64_t kj = 0; kj < p[P_KW]; kj++)
+	{
+		/* output columns whose tap iw = ow*sw - pl + kj*dw is inside [0, W) */
+		int64_t		shift = kj * p[P_DW] - p[P_PL];
+		int64_t		lo = shift >= 0 ? 0 : (-shift + sw - 1) / sw;
+		int64_t		hi = W - 1 - shift < 0 ? -1 : (W - 1 - shift) / sw;
+
+		if (hi > OW - 1)
+			hi = OW - 1;
+		for (int64_t ch = 0; ch < cg; ch++)
+			for (int64_t ki = 0; ki < p[P_KH]; ki++)
 			{
 				float	   *row = cols + ((ch * p[P_KH] + ki) * p[P_KW] + kj) * ncols;
 
@@ -212,21 +275,27 @@ im2col(const int64_t *p, const float *x, int64_t c0, int64_t cg, int64_t img0,
 					{
 						int64_t		ih = oh * p[P_SH] - p[P_PT] + ki * p[P_DH];
 						float	   *d = dst + oh * OW;
+						const float *src;
 
-						if (ih < 0 || ih >= H)
+						if (ih < 0 || ih >= H || lo > hi)
 						{
 							memset(d, 0, sizeof(float) * OW);
 							continue;
 						}
-						for (int64_t ow = 0; ow < OW; ow++)
-						{
-							int64_t		iw = ow * p[P_SW] - p[P_PL] + kj * p[P_DW];
-
-							d[ow] = (iw >= 0 && iw < W) ? plane[ih * W + iw] : 0.0f;
-						}
+						src = plane + ih * W + shift;
+						for (int64_t ow = 0; ow < lo; ow++)
+							d[ow] = 0.0f;
+						if (sw == 1)
+							memcpy(d + lo, src + lo, sizeof(float) * (hi - lo + 1));
+						else
+							for (int64_t ow = lo; ow <= hi; ow++)
+								d[ow] = src[ow * sw];
+						for (int64_t ow = hi + 1; ow < OW; ow++)
+							d[ow] = 0.0f;
 					}
 				}
 			}
+	}
 }
 
 /*
@@ -236,7 +305,7 @@ im2col(const int64_t *p, const float *x, int64_t c0, int64_t cg, int64_t img0,
  */
 static void
 conv_apply(const int64_t *p, int64_t nbatch, const float *x, const float *w,
-		   const float *bias, float *y, float *scratch)
+		   const float *bias, int act, float alpha, float *y, float *scratch)
 {
 	int64_t		C = p[P_C],
 				M = p[P_M],
@@ -273,10 +342,18 @@ conv_apply(const int64_t *p, int64_t nbatch, const float *x, const float *w,
 				float	   *yg = y + (img0 * M + g * mg) * ohw;
 
 				nn_sgemm(0, 0, mg, ohw, kg, 1.0f, wg, kg, cols, ohw, 0.0f, yg, ohw);
-				if (bias)
-					for (int64_t m = 0; m < mg; m++)
+				for (int64_t m = 0; m < mg && (bias || act); m++)
+				{
+					float		bv = bias ? bias[g * mg + m] : 0.0f;
+					float	   *ym = yg + m * ohw;
+
+					if (act)
 						for (int64_t i = 0; i < ohw; i++)
-							yg[m * ohw + i] += bias[g * mg + m];
+							ym[i] = act_value(ym[i] + bv, alpha);
+					else
+						for (int64_t i = 0; i < ohw; i++)
+							ym[i] += bv;
+				}
 				continue;
 			}
 
@@ -290,8 +367,12 @@ conv_apply(const int64_t *p, int64_t nbatch, const float *x, const float *w,
 					float	   *dst = y + ((img0 + im) * M + g * mg + m) * ohw;
 					float		bv = bias ? bias[g * mg + m] : 0.0f;
 
-					for (int64_t i = 0; i < ohw; i++)
-						dst[i] = src[i] + bv;
+					if (act)
+						for (int64_t i = 0; i < ohw; i++)
+							dst[i] = act_value(src[i] + bv, alpha);
+					else
+						for (int64_t i = 0; i < ohw; i++)
+							dst[i] = src[i] + bv;
 				}
 		}
 	}
@@ -380,7 +461,8 @@ conv_exec(NnRun *r)
 	const float *w = s->w ? s->w : r->in[1];
 	const float *b = s->b ? s->b : (s->p[P_BIAS] ? r->in[2] : NULL);
 
-	conv_apply(s->p, s->p[P_N], r->in[0], w, b, r->out[0], r->scratch);
+	conv_apply(s->p, s->p[P_N], r->in[0], w, b, (int) s->p[NN_ACT_SLOT],
+			   s->f[NN_ACT_ALPHA], r->out[0], r->scratch);
 }
 
 /* The tangent is the convolution of the tangent: k*N images, no bias. */
@@ -403,7 +485,9 @@ conv_jvp(NnRun *r)
 			r->tout[0][i] = NAN;
 		return;
 	}
-	conv_apply(s->p, s->p[P_N] * r->k, r->tin[0], w, NULL, r->tout[0], r->scratch);
+	conv_apply(s->p, s->p[P_N] * r->k, r->tin[0], w, NULL, 0, 0.0f, r->tout[0],
+			   r->scratch);
+	act_tangent(s, r->out[0], r->tout[0], nn_numel(r->osh[0]), r->k);
 }
 
 /* --- ConvTranspose ---------------------------------------------------- */
@@ -687,6 +771,13 @@ gemm_exec(NnRun *r)
 	nn_sgemm((int) s->p[G_TA], (int) s->p[G_TB], M, N, K, s->f[0],
 			 r->in[0], s->p[G_TA] ? M : K, b, s->p[G_TB] ? K : N, beta,
 			 r->out[0], N);
+	if (s->p[NN_ACT_SLOT])
+	{
+		float	   *y = r->out[0];
+
+		for (int64_t i = 0; i < M * N; i++)
+			y[i] = act_value(y[i], s->f[NN_ACT_ALPHA]);
+	}
 }
 
 /*
@@ -734,6 +825,7 @@ gemm_jvp(NnRun *r)
 					d[i * N + q] += s->f[1] * dc[(cr == 1 ? 0 : i) * cc + (cc == 1 ? 0 : q)];
 		}
 	}
+	act_tangent(s, r->out[0], dy, M * N, k);
 }
 
 /* --- MatMul (numpy semantics) -------------------------------------------- */

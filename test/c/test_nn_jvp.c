@@ -32,6 +32,7 @@ typedef struct JvpCase
 	int			domain;			/* 0 signed, 1 positive, 2 distinct values */
 	int			opset;
 	int			outputs;		/* node outputs (Split); 0 means 1 */
+	const char *then;			/* optional activation after the node */
 } JvpCase;
 
 static const JvpCase cases[] = {
@@ -78,6 +79,8 @@ static const JvpCase cases[] = {
 	{"Gemm", "Gemm", "x,W,C", "4,6", "W=f5,6;C=f5", "transB=i1;alpha=f0.5;beta=f2", 0, 17},
 	{"Gemm transA", "Gemm", "x,W", "6,4", "W=f6,5", "transA=i1", 0, 17},
 	{"Gemm x*x", "Gemm", "x,x", "4,4", "", "", 0, 17},
+	{"Gemm fused Relu", "Gemm", "x,W,C", "4,6", "W=f5,6;C=f5", "transB=i1", 0, 17, 0, "Relu"},
+	{"Conv fused LeakyRelu", "Conv", "x,W,B", "2,3,7,7", "W=f4,3,3,3;B=f4", "pads=I1,1,1,1", 0, 17, 0, "LeakyRelu"},
 	{"MatMul 3-D", "MatMul", "x,W", "2,3,4", "W=f4,5", "", 0, 17},
 	{"MatMul x*x", "MatMul", "x,x", "2,3,3", "", "", 0, 17},
 	{"MaxPool", "MaxPool", "x", "2,2,6,6", "", "kernel_shape=I3,3;strides=I2,2;pads=I1,1,1,1", 2, 17},
@@ -278,8 +281,11 @@ run_case(const JvpCase *c)
 	nnb_init(&b, c->opset);
 	nnb_input(&b, "x", rank, dims);
 	add_inits(&b, c->inits);
-	nd = nnb_node(&b, c->op, c->label, c->inputs, nout == 2 ? "y0,y1" : "y0");
+	nd = nnb_node(&b, c->op, c->label, c->inputs,
+				  nout == 2 ? "y0,y1" : (c->then ? "h" : "y0"));
 	add_attrs(&b, nd, c->attrs);
+	if (c->then)
+		nnb_node(&b, c->then, "act", "h", "y0");
 	nnb_output(&b, "y0");
 	if (nout == 2)
 		nnb_output(&b, "y1");
