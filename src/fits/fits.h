@@ -132,6 +132,15 @@ extern WdcStatus wdc_fits_read_cutout(const WdcEnv *env, WdcFitsFile *file,
 									  size_t width, size_t height,
 									  WdcImage *out);
 
+/*
+ * Read one image from FITS bytes in a single call (open, select, read,
+ * close), as wdc.encode does with a FITS argument.  hdu and plane as for
+ * wdc_fits_select_image() and wdc_fits_read_image().
+ */
+extern WdcStatus wdc_fits_load_image(const WdcEnv *env, const void *data,
+									 size_t len, const WdcFitsLimits *limits,
+									 int hdu, int64_t plane, WdcImage *out);
+
 /* First column or row (1-based) of a window of size n centred on c. */
 extern int64_t wdc_fits_cutout_start(double c, size_t n);
 

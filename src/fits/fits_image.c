@@ -64,11 +64,13 @@ no_such_hdu(const WdcEnv *env, WdcFitsFile *file, int hdu)
  * Check that the input contains every data byte of the current HDU, which
  * the FITS standard sizes as |BITPIX| / 8 * GCOUNT * (PCOUNT + NAXIS1 * ...
  * * NAXISn) bytes from the data start.  The padding of the last 2880-byte
- * block is not required, because some writers omit it.  For a tile-compressed image these are
+ * block is not required, because some writers omit it.  For an image the
+ * bytes its shape needs (image, from cfitsio's parse) are checked as well.  For a tile-compressed image these are
  * the keywords of the binary table that carries it.
  */
 static WdcStatus
-check_complete(const WdcEnv *env, WdcFitsFile *file, int hdu)
+check_complete(const WdcEnv *env, WdcFitsFile *file, int hdu,
+			   const WdcFitsImageInfo *image)
 {
 	LONGLONG	headstart,
 				datastart,
@@ -83,6 +85,17 @@ check_complete(const WdcEnv *env, WdcFitsFile *file, int hdu)
 	int			status = 0;
 
 	ffghadll(file->fptr, &headstart, &datastart, &dataend, &status);
+
+	/*
+	 * cfitsio searches for a keyword from the last one read, wrapping
+	 * around; start from the top so that a repeated keyword yields its
+	 * first value, the one cfitsio parsed the HDU with.
+	 */
+	{
+		char		card[FLEN_CARD];
+
+		ffgrec(file->fptr, 0, card, &status);
+	}
 	ffgky(file->fptr, TLONGLONG, "BITPIX", &bitpix, NULL, &status);
 	ffgky(file->fptr, TLONGLONG, "NAXIS", &naxis, NULL, &status);
 	if (status != 0)
@@ -116,6 +129,25 @@ check_complete(const WdcEnv *env, WdcFitsFile *file, int hdu)
 		!wdc_size_add(bytes, (size_t) datastart, &bytes))
 		return wdc_error(env, WDC_ERR_CORRUPT,
 						 "data size of HDU %d overflows", hdu);
+
+	/* An image must also hold the pixels cfitsio will read for its shape. */
+	if (image && !image->compressed)
+	{
+		size_t		pixels = 1;
+		size_t		image_bytes;
+		int			bytepix = (image->bitpix < 0 ? -image->bitpix : image->bitpix) / 8;
+
+		for (int axis = 0; axis < image->naxis; axis++)
+			if (!wdc_size_mul(pixels, (size_t) image->naxes[axis], &pixels))
+				return wdc_error(env, WDC_ERR_CORRUPT,
+								 "data size of HDU %d overflows", hdu);
+		if (!wdc_size_mul(pixels, (size_t) bytepix, &image_bytes) ||
+			!wdc_size_add(image_bytes, (size_t) datastart, &image_bytes))
+			return wdc_error(env, WDC_ERR_CORRUPT,
+							 "data size of HDU %d overflows", hdu);
+		if (image_bytes > bytes)
+			bytes = image_bytes;
+	}
 
 	if (bytes > file->total_bytes)
 	{
@@ -273,7 +305,7 @@ wdc_fits_select_image(const WdcEnv *env, WdcFitsFile *file, int hdu,
 	}
 
 	/* 2. The data must be complete before anything reads it. */
-	rc = check_complete(env, file, hdu);
+	rc = check_complete(env, file, hdu, &found);
 	if (rc != WDC_OK)
 		return rc;
 
@@ -523,5 +555,24 @@ wdc_fits_read_cutout(const WdcEnv *env, WdcFitsFile *file, int64_t plane,
 					 width);
 	if (rc != WDC_OK)
 		wdc_image_free(env, out);
+	return rc;
+}
+
+WdcStatus
+wdc_fits_load_image(const WdcEnv *env, const void *data, size_t len,
+					const WdcFitsLimits *limits, int hdu, int64_t plane,
+					WdcImage *out)
+{
+	WdcFitsFile *file;
+	WdcStatus	rc;
+
+	memset(out, 0, sizeof(*out));
+	rc = wdc_fits_open_memory(env, data, len, limits, &file);
+	if (rc != WDC_OK)
+		return rc;
+	rc = wdc_fits_select_image(env, file, hdu, NULL);
+	if (rc == WDC_OK)
+		rc = wdc_fits_read_image(env, file, plane, out);
+	wdc_fits_close(env, file);
 	return rc;
 }

@@ -8,7 +8,8 @@
  *	   cfitsio would otherwise decompress them without a size limit;
  *	2. gzip data is inflated here, stopping as soon as the output passes
  *	   limits->max_bytes (a compression bomb costs at most that much);
- *	3. memory goes to cfitsio's memory driver (read-only, never written);
+ *	3. memory goes to cfitsio's memory driver (read-only, never written;
+ *	   a short last block is first copied into a zero-padded buffer);
  *	   an uncompressed server file is opened through /proc/self/fd of a
  *	   descriptor we opened on the literal path, so cfitsio sees no name it
  *	   could parse as extended syntax and tries no alternative name.
@@ -28,6 +29,9 @@
 
 /* Inflate output grows by this much at least (bytes). */
 #define INFLATE_MIN_STEP ((size_t) 1 << 20)
+
+/* Size of a FITS header or data block (bytes). */
+#define FITS_BLOCK 2880
 
 /* Bytes read from a server file per read() call. */
 #define READ_CHUNK ((size_t) 1 << 20)
@@ -275,6 +279,29 @@ open_checked_memory(const WdcEnv *env, WdcFitsFile *file, WdcFitsFile **out)
 		return rc;
 	}
 	file->total_bytes = file->mem_size;
+
+	/*
+	 * cfitsio's memory driver reads whole 2880-byte FITS blocks without
+	 * checking the buffer's end, so a stream whose last block is short
+	 * (padding omitted, or truncated) is copied into zero-padded blocks.
+	 */
+	if (file->mem_size % FITS_BLOCK != 0)
+	{
+		size_t		padded = (file->mem_size / FITS_BLOCK + 1) * FITS_BLOCK;
+		unsigned char *copy = wdc_alloc(env, padded);
+
+		if (copy == NULL)
+		{
+			wdc_fits_close(env, file);
+			return wdc_error(env, WDC_ERR_NOMEM, "out of memory opening FITS data");
+		}
+		memcpy(copy, file->mem, file->mem_size);
+		memset(copy + file->mem_size, 0, padded - file->mem_size);
+		wdc_free(env, file->owned);
+		file->owned = copy;
+		file->mem = copy;
+		file->mem_size = padded;
+	}
 
 	/* The name only labels cfitsio's messages; it holds no extended syntax. */
 	ffomem(&file->fptr, "memory.fits", READONLY, &file->mem, &file->mem_size,

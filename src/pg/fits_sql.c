@@ -141,7 +141,7 @@ WdcArrayToImage(ArrayType *array, const char *what, WdcImage *image)
 				 errmsg("%s is empty", what)));
 	if (ARR_NDIM(array) != 2)
 		ereport(ERROR,
-				(errcode(ERRCODE_ARRAY_SUBSCRIPT_ERROR),
+				(errcode(ERRCODE_DATA_EXCEPTION),
 				 errmsg("%s must be a 2-D array, not %d-D", what, ARR_NDIM(array)),
 				 errhint("Pass an image such as wdc.fits_image returns: "
 						 "real[height][width].")));

@@ -759,6 +759,25 @@ test_errors(void)
 			wdc_image_free(&env, &im);
 	}
 
+	/* One-call loading gives the same pixels as the step-by-step calls. */
+	{
+		WdcImage	once;
+
+		rc = load(first, len, &no_limits, -1, 0, &im);
+		if (rc == WDC_OK)
+		{
+			rc = wdc_fits_load_image(&env, first, len, &no_limits, -1, 0, &once);
+			wdc_test_case("one-call load", rc == WDC_OK &&
+						  memcmp(once.pixels, im.pixels, 33 * 33 * sizeof(float)) == 0,
+						  err.message);
+			if (rc == WDC_OK)
+				wdc_image_free(&env, &once);
+			wdc_image_free(&env, &im);
+		}
+		rc = wdc_fits_load_image(&env, first, 100, &no_limits, -1, 0, &once);
+		wdc_test_case("one-call load error", rc == WDC_ERR_CORRUPT, err.message);
+	}
+
 	/* HDU numbers. */
 	rc = load(first, len, &no_limits, 1, 0, &im);
 	wdc_test_case("missing HDU rejected", rc == WDC_ERR_INVALID, err.message);

@@ -111,8 +111,11 @@ SELECT wdc.fits_image('hello, not a FITS file'::bytea);
 SELECT wdc.fits_image(''::bytea);
 SELECT wdc.fits_image(substring(data FROM 1 FOR length(data) - 2880))
 FROM fits_files WHERE name = 'first_sin.fits';
+-- (cfitsio's own words in the detail vary between its versions)
+\set VERBOSITY terse
 SELECT wdc.fits_image(substring(data FROM 1 FOR 2000))
 FROM fits_files WHERE name = 'first_sin.fits';
+\set VERBOSITY default
 SELECT wdc.fits_image(substring(data FROM 1 FOR length(data) - 100))
 FROM fits_files WHERE name = 'wfpc2_m51.fits.gz';
 SELECT wdc.fits_image('\x425a6839314159265359'::bytea);
@@ -143,7 +146,9 @@ SELECT wdc.fits_cutout(data, 100, 100, 513) FROM fits_files WHERE name = 'saao_u
 \set bomb `(printf 'SIMPLE  =                    T'; head -c 3000000 /dev/zero) | gzip -c | base64 -w0`
 SELECT wdc.fits_image(decode(:'bomb', 'base64'));
 RESET wdc.fits_max_mb;
+\set VERBOSITY terse
 SELECT wdc.fits_image(decode(:'bomb', 'base64'));
+\set VERBOSITY default
 SET wdc.fits_max_mb = 0;
 SET wdc.fits_max_mb = 1025;
 SET wdc.fits_max_mb = '1GB';
