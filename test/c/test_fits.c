@@ -711,6 +711,32 @@ test_errors(void)
 		wdc_test_case("last data byte missing rejected", rc == WDC_ERR_CORRUPT, err.message);
 	}
 
+	/*
+	 * Repeated BITPIX and NAXISn further down the header must not shrink
+	 * the size the completeness check expects: cfitsio parses the first
+	 * ones and reads 1000 x 5 float pixels here.
+	 */
+	{
+		const char *const cards[] = {
+			"BITPIX  =                    8",
+			"NAXIS   =                    2",
+			"NAXIS1  =                    2",
+			"NAXIS2  =                    2",
+			NULL
+		};
+		long		naxes[2] = {1000, 5};
+		double	   *values = calloc(5000, sizeof(double));
+		size_t		blen;
+		unsigned char *built = build_fits(-32, 2, naxes, values, 0, cards, &blen);
+
+		/* Keep the header and the first 40 bytes of data only. */
+		rc = built ? load(built, blen - 2880 * 7 + 40, &no_limits, -1, 0, &im) : WDC_ERR_INTERNAL;
+		wdc_test_case("repeated NAXISn still truncated", rc == WDC_ERR_CORRUPT &&
+					  strstr(err.message, "truncated") != NULL, err.message);
+		free(values);
+		free(built);
+	}
+
 	/* gzip: truncated stream, and a stream over the byte limit. */
 	gz = gzip_bytes(first, len, &glen);
 	rc = load(gz, glen, &no_limits, -1, 0, &im);
