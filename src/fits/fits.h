@@ -106,7 +106,7 @@ extern WdcStatus wdc_fits_hdu_count(const WdcEnv *env, WdcFitsFile *file,
 
 /*
  * Select an image HDU and describe it.  hdu < 0 selects the first HDU that
- * holds image data (the primary unless it is empty).  A table HDU, an HDU
+ * has image data (the primary unless it is empty).  A table HDU, an HDU
  * out of range, a 1-D image or an image with a zero-length axis is an error.
  * Later calls (image, cutout, header, WCS) read the selected HDU.
  */

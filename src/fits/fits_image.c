@@ -88,8 +88,8 @@ check_complete(const WdcEnv *env, WdcFitsFile *file, int hdu,
 
 	/*
 	 * cfitsio searches for a keyword from the last one read, wrapping
-	 * around; start from the top so that a repeated keyword yields its
-	 * first value, the one cfitsio parsed the HDU with.
+	 * around.  Start from the top, so that a repeated keyword yields its
+	 * first value, which is the one cfitsio parsed the HDU with.
 	 */
 	{
 		char		card[FLEN_CARD];

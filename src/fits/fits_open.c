@@ -80,7 +80,7 @@ looks_like_gzip(const unsigned char *data, size_t len)
 	return len >= 2 && data[0] == 0x1f && data[1] == 0x8b;
 }
 
-/* Name of a compressor cfitsio knows but we do not inflate, or NULL. */
+/* Name of a compressor cfitsio recognises but wdc does not inflate, or NULL. */
 static const char *
 other_compression(const unsigned char *data, size_t len)
 {
@@ -303,7 +303,7 @@ open_checked_memory(const WdcEnv *env, WdcFitsFile *file, WdcFitsFile **out)
 		file->mem_size = padded;
 	}
 
-	/* The name only labels cfitsio's messages; it holds no extended syntax. */
+	/* The name only labels cfitsio's messages and has no extended syntax. */
 	ffomem(&file->fptr, "memory.fits", READONLY, &file->mem, &file->mem_size,
 		   0, NULL, &status);
 	if (status != 0)

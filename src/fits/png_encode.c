@@ -164,10 +164,11 @@ compare_float(const void *a, const void *b)
 }
 
 /*
- * zscale limits: sort up to ZSCALE_SAMPLES finite pixels taken at a regular
- * stride, fit a line to value against rank with iterative sigma rejection,
- * and span the median by the fitted slope divided by the contrast over the
- * sample's rank range, clamped to the sample's extremes.
+ * Compute zscale limits.  Up to ZSCALE_SAMPLES finite pixels, taken at a
+ * regular stride, are sorted, and a line of value against rank is fitted
+ * with iterative sigma rejection.  The limits span the sample's ranks from
+ * the median with the fitted slope divided by the contrast, clamped to the
+ * sample's extremes.
  */
 static WdcStatus
 zscale_limits(const WdcEnv *env, const WdcImage *image, double *lo, double *hi)

@@ -887,7 +887,7 @@ test_paths(void)
 	wdc_test_case("output syntax taken literally",
 				  open_path_status(path) == WDC_ERR_IO && stat(other, &st) != 0,
 				  err.message);
-	/* A file whose name holds the syntax opens as itself. */
+	/* A file whose name contains the syntax opens as itself. */
 	snprintf(path, sizeof(path), "%s/y.fits(out.fits)", dir);
 	copy_file(DATA_DIR "first_sin.fits", path);
 	snprintf(other, sizeof(other), "%s/out.fits", dir);
