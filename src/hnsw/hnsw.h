@@ -258,6 +258,9 @@ extern void HnswWriteNeighborList(Relation index, ItemPointer etid, ItemPointer 
 								  const ItemPointerData *snapshot, int nsnapshot,
 								  const ItemPointerData *newlist, int nnew,
 								  ItemPointer newtid);
+extern void HnswAddReverseEdge(Relation index, HnswMetric metric, int dims, int m, int lc,
+							   ItemPointer tid, ItemPointer newtid, const float *newvec,
+							   double distance, MemoryContext cxt);
 extern void HnswInsertVector(Relation index, const float *vec, int dims,
 							 uint32 fingerprint, ItemPointer heaptid,
 							 MemoryContext tmpcxt);

@@ -378,8 +378,8 @@ HnswWriteNeighborList(Relation index, ItemPointer etid, ItemPointer neighbortid,
  * (distance between them: distance) at level lc, pruning the list with the
  * neighbour heuristic when it is full.
  */
-static void
-AddReverseEdge(Relation index, HnswMetric metric, int dims, int m, int lc,
+void
+HnswAddReverseEdge(Relation index, HnswMetric metric, int dims, int m, int lc,
 			   ItemPointer tid, ItemPointer newtid, const float *newvec,
 			   double distance, MemoryContext cxt)
 {
@@ -656,7 +656,7 @@ HnswInsertVector(Relation index, const float *vec, int dims, uint32 fingerprint,
 	/* 5. Reverse edges */
 	for (int lc = 0; lc <= top; lc++)
 		for (int i = 0; i < nedges[lc]; i++)
-			AddReverseEdge(index, metric, dims, m, lc, &edges[lc][i].tid, &etid,
+			HnswAddReverseEdge(index, metric, dims, m, lc, &edges[lc][i].tid, &etid,
 						   vec, edges[lc][i].distance, tmpcxt);
 
 	/* 6. Entry point */

@@ -8,10 +8,8 @@
  *		none is flagged deleted: scans still walk through it but never
  *		return it, and inserts no longer choose it as a neighbour.
  *	 2. Move the entry point off a deleted element, then rebuild every
- *		list that names a deleted element from the list's live members and
- *		the live neighbours of its deleted members (two-hop repair), pruned
- *		with the neighbour heuristic.  A list changed concurrently since it
- *		was read is left alone.
+ *		list that names a deleted element (RepairElement).  A list changed
+ *		concurrently since it was read is left alone.
  *	 3. Remove the deleted tuples.  Their line pointers become unused, so
  *		no other tuple moves, and the space goes to the free space map for
  *		later inserts.  A link that a concurrent insert made to a removed
@@ -36,6 +34,7 @@ typedef struct VacuumState
 	HnswMetric	metric;
 	int			dims;
 	int			m;
+	int			efConstruction;
 	MemoryContext cxt;
 	hnsw_visited_hash *deleted; /* TIDs of deleted elements */
 	ItemPointerData bestTid;	/* highest live element, for the entry point */
@@ -214,13 +213,27 @@ CompareCandidates(const void *a, const void *b)
 	return ItemPointerCompare((ItemPointer) &ca->tid, (ItemPointer) &cb->tid);
 }
 
-/* Pass 2b: rebuild one element's lists that name deleted elements */
+/*
+ * Pass 2b: rebuild one element's lists that name deleted elements.  The
+ * candidates are the list's live members, the live neighbours of its
+ * deleted members, and what a search for the element's vector finds on
+ * that level (descending from the entry point as an insert does; the
+ * search may still walk through deleted elements, which pass 3 has not
+ * removed yet).  The heuristic picks the new list, and every newly chosen
+ * neighbour gets an edge back, so elements whose only incoming edges came
+ * from deleted ones stay reachable.
+ */
 static void
 RepairElement(VacuumState *vs, ItemPointerData tid)
 {
 	HnswSearch probe;
 	HnswCandidate *self;
 	ItemPointerData selftid = tid;
+	HnswMetaPageData meta;
+	ItemPointerData entry;
+	ItemPointerData *seeds;
+	int			nseeds;
+	HnswCandidate **found;
 	float	   *vec;
 	int			level;
 
@@ -233,10 +246,21 @@ RepairElement(VacuumState *vs, ItemPointerData tid)
 	vec = self->vector;
 	level = self->level;
 
-	for (int lc = 0; lc <= level; lc++)
+	/* Descend to the element's level */
+	HnswReadMeta(vs->index, &meta);
+	level = Min(level, meta.entryLevel);
+	HnswSearchDescend(vs->index, vs->metric, vs->dims, vs->m, vec, NULL, &meta, level,
+					  &entry, NULL, vs->cxt);
+	found = palloc(sizeof(HnswCandidate *) * vs->efConstruction);
+	seeds = palloc(sizeof(ItemPointerData) * vs->efConstruction);
+	seeds[0] = entry;
+	nseeds = ItemPointerIsValid(&entry) ? 1 : 0;
+
+	for (int lc = level; lc >= 0; lc--)
 	{
 		int			capacity = HnswLevelCapacity(vs->m, lc);
 		HnswSearch search;
+		HnswSearch graph;
 		HnswCandidate *current;
 		ItemPointerData *tids;
 		HnswCandidate **loaded;
@@ -244,14 +268,26 @@ RepairElement(VacuumState *vs, ItemPointerData tid)
 		double	   *distances;
 		int		   *selected;
 		ItemPointerData *newlist;
+		int			nfound;
 		int			ntids = 0;
 		int			nloaded;
 		int			nlive = 0;
 		int			nselected;
 		bool		needs = false;
 		hnsw_visited_hash *seen;
-		bool		found;
+		bool		present;
 
+		/* Search this level, seeding the next one */
+		HnswSearchInit(&graph, vs->index, vs->metric, vs->dims, vs->m, vec, lc,
+					   vs->efConstruction, vs->cxt);
+		for (int i = 0; i < nseeds; i++)
+			HnswSearchAddSeed(&graph, &seeds[i]);
+		nfound = HnswSearchBatch(&graph, INT_MAX, found);
+		for (int i = 0; i < nfound; i++)
+			seeds[i] = found[i]->tid;
+		nseeds = nfound;
+
+		/* The current list; nothing to do unless it names a deleted element */
 		HnswSearchInit(&search, vs->index, vs->metric, vs->dims, vs->m, vec, lc,
 					   capacity, vs->cxt);
 		search.keepVectors = true;
@@ -264,18 +300,18 @@ RepairElement(VacuumState *vs, ItemPointerData tid)
 		if (!needs)
 			continue;
 
-		/* Live members, plus the live neighbours of deleted members */
+		/* Candidates: live members, neighbours of deleted members, search results */
 		seen = hnsw_visited_create(vs->cxt, 64, NULL);
-		hnsw_visited_insert(seen, tid, &found);
-		tids = palloc(sizeof(ItemPointerData) * capacity * (capacity + 1));
+		hnsw_visited_insert(seen, tid, &present);
+		tids = palloc(sizeof(ItemPointerData) * (capacity * (capacity + 1) + nfound));
 		for (int i = 0; i < current->nneighbors; i++)
 		{
 			ItemPointerData nb = current->neighbors[i];
 
 			if (!IsDeleted(vs, nb))
 			{
-				hnsw_visited_insert(seen, nb, &found);
-				if (!found)
+				hnsw_visited_insert(seen, nb, &present);
+				if (!present)
 					tids[ntids++] = nb;
 			}
 			else
@@ -290,11 +326,19 @@ RepairElement(VacuumState *vs, ItemPointerData tid)
 				{
 					if (IsDeleted(vs, gone->neighbors[j]))
 						continue;
-					hnsw_visited_insert(seen, gone->neighbors[j], &found);
-					if (!found)
+					hnsw_visited_insert(seen, gone->neighbors[j], &present);
+					if (!present)
 						tids[ntids++] = gone->neighbors[j];
 				}
 			}
+		}
+		for (int i = 0; i < nfound; i++)
+		{
+			if (found[i]->deleted || IsDeleted(vs, found[i]->tid))
+				continue;
+			hnsw_visited_insert(seen, found[i]->tid, &present);
+			if (!present)
+				tids[ntids++] = found[i]->tid;
 		}
 
 		loaded = palloc(sizeof(HnswCandidate *) * Max(ntids, 1));
@@ -321,6 +365,18 @@ RepairElement(VacuumState *vs, ItemPointerData tid)
 		HnswWriteNeighborList(vs->index, &tid, &current->neighbortid, vs->dims, vs->m, lc,
 							  current->neighbors, current->nneighbors,
 							  newlist, nselected, NULL);
+
+		/* Edges back from the new neighbours */
+		for (int i = 0; i < nselected; i++)
+		{
+			bool		known = false;
+
+			for (int j = 0; j < current->nneighbors && !known; j++)
+				known = ItemPointerEquals(&newlist[i], &current->neighbors[j]);
+			if (!known)
+				HnswAddReverseEdge(vs->index, vs->metric, vs->dims, vs->m, lc, &newlist[i],
+								   &tid, vec, loaded[selected[i]]->distance, vs->cxt);
+		}
 	}
 }
 
@@ -436,6 +492,7 @@ hnswbulkdelete(IndexVacuumInfo *info, IndexBulkDeleteResult *stats,
 	vs.metric = HnswGetMetric(info->index);
 	vs.dims = meta.dims;
 	vs.m = HnswGetM(info->index);
+	vs.efConstruction = HnswGetEfConstruction(info->index);
 	vs.bestLevel = -1;
 	ItemPointerSetInvalid(&vs.bestTid);
 	vs.cxt = AllocSetContextCreate(CurrentMemoryContext, "hnsw vacuum",

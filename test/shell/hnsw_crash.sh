@@ -14,9 +14,10 @@ trap 'rm -rf "$work"; dropdb --if-exists "$db" >/dev/null 2>&1 || true' EXIT
 
 psql_q() { psql -X -q -v ON_ERROR_STOP=1 -At -d "$db" "$@"; }
 
-cluster=$(pg_lsclusters -h 2>/dev/null | awk -v p="${PGPORT:-5432}" '$3 == p && $4 == "online" { print $1 " " $2; exit }')
+datadir=$(psql -X -At -d postgres -c "SHOW data_directory")
+cluster=$(pg_lsclusters -h 2>/dev/null | awk -v d="$datadir" '$6 == d { print $1 " " $2; exit }')
 if [ -z "$cluster" ]; then
-	echo "hnsw_crash: no pg_ctlcluster cluster on port ${PGPORT:-5432}; not tested"
+	echo "hnsw_crash: the server at $datadir is not a pg_ctlcluster cluster; not tested"
 	exit 0
 fi
 
