@@ -421,7 +421,9 @@ wdc_fits_open_path(const WdcEnv *env, const char *path,
 	if (rc != WDC_OK)
 	{
 		close(fd);
-		wdc_error_detail(env, "File \"%s\" has %zu bytes.", path, size);
+		if (rc == WDC_ERR_CORRUPT)
+			wdc_error_detail(env, "File \"%s\" has %zu bytes and does not start "
+							 "with the card \"SIMPLE  = \".", path, size);
 		return rc;
 	}
 

@@ -164,6 +164,21 @@ SELECT fits_error(format('SELECT wdc.fits_cutout(%L, 10, 10, 4)', 'mem://'), :'r
 SELECT fits_error(format('SELECT wdc.fits_cutout(%L, 10, 10, 4)', :'real'), :'root');
 SELECT fits_error(format('SELECT wdc.fits_image(pg_read_binary_file(%L))', :'real' || 'written.fits'), :'root');
 
+-- Files whose names contain the syntax open as themselves.  They are
+-- written into the data directory, which the test cluster discards, and
+-- read by paths relative to it.
+DO $$
+BEGIN
+	EXECUTE format('COPY (SELECT %L) TO %L', 'plain text, not FITS',
+		current_setting('data_directory') || '/wdc_fits_regress.fits[0]');
+	EXECUTE format('COPY (SELECT %L) TO %L', 'plain text, not FITS',
+		current_setting('data_directory') || '/wdc_fits_regress.fits(wdc_fits_out.fits)');
+END
+$$;
+SELECT wdc.fits_cutout('wdc_fits_regress.fits[0]', 10, 10, 4);
+SELECT wdc.fits_cutout_sky('wdc_fits_regress.fits(wdc_fits_out.fits)', 10, 10, 4);
+SELECT pg_stat_file('wdc_fits_out.fits', true) IS NULL AS nothing_written;
+
 -- server files: only for roles with pg_read_server_files
 CREATE ROLE fits_no_files;
 CREATE ROLE fits_files_reader IN ROLE pg_read_server_files;
