@@ -640,6 +640,89 @@ test_run_state(void)
 	nnb_free(&b);
 }
 
+/*
+ * Gelu and GroupNormalization have no node tests in ONNX 1.12: compare
+ * with their formulas, and Gelu with the Erf pattern exporters emit.
+ */
+static void
+test_gelu_groupnorm(void)
+{
+	NnBuild		b;
+	WdcNnModel *m;
+	WdcNnPlan  *p = NULL;
+	int64_t		d4[4] = {-1, 4, 2, 3};
+	float		x[48],
+				y[3][48];
+	void	   *out[3] = {y[0], y[1], y[2]};
+	const void *in[1] = {x};
+	float		g[2] = {1.5f, -0.5f},
+				be[2] = {0.25f, 1};
+	int			ok_gelu = 1,
+				ok_pattern = 1,
+				ok_norm = 1;
+	Onnx__NodeProto *nd;
+
+	for (int i = 0; i < 48; i++)
+		x[i] = (float) ((i * 29) % 23) / 5.0f - 2.2f;
+	nnb_init(&b, 18);
+	nnb_input(&b, "x", 4, d4);
+	nnb_node(&b, "Gelu", "gelu", "x", "y_gelu");
+	/* 0.5 * x * (1 + erf(x / sqrt(2))), as torch.onnx.export writes it */
+	nnb_init_f(&b, "sqrt2", 0, NULL, (float[]) {1.41421356f});
+	nnb_init_f(&b, "one", 0, NULL, (float[]) {1});
+	nnb_init_f(&b, "half", 0, NULL, (float[]) {0.5f});
+	nnb_node(&b, "Div", "div", "x,sqrt2", "t1");
+	nnb_node(&b, "Erf", "erf", "t1", "t2");
+	nnb_node(&b, "Add", "add", "t2,one", "t3");
+	nnb_node(&b, "Mul", "mul", "x,t3", "t4");
+	nnb_node(&b, "Mul", "mul2", "t4,half", "y_pattern");
+	nnb_init_f(&b, "g", 1, (int64_t[]) {2}, g);
+	nnb_init_f(&b, "be", 1, (int64_t[]) {2}, be);
+	nd = nnb_node(&b, "GroupNormalization", "gn", "x,g,be", "y_norm");
+	nnb_attr_i(&b, nd, "num_groups", 2);
+	nnb_output(&b, "y_gelu");
+	nnb_output(&b, "y_pattern");
+	nnb_output(&b, "y_norm");
+	if (load(&b, &m) != WDC_OK || wdc_nn_plan_create(&env, m, 2, &p) != WDC_OK ||
+		wdc_nn_run(&env, p, in, out) != WDC_OK)
+	{
+		wdc_test_case("gelu and group norm run", 0, err.message);
+		nnb_free(&b);
+		return;
+	}
+	for (int i = 0; i < 48; i++)
+	{
+		double		want = 0.5 * x[i] * (1 + erf(x[i] / sqrt(2.0)));
+
+		ok_gelu &= wdc_close(y[0][i], want, 1e-5, 1e-6);
+		ok_pattern &= wdc_close(y[1][i], want, 1e-5, 1e-6);
+	}
+	/* two groups of 2 channels x 6 pixels per image */
+	for (int grp = 0; grp < 4; grp++)
+	{
+		double		mean = 0,
+					var = 0;
+
+		for (int i = 0; i < 12; i++)
+			mean += x[grp * 12 + i] / 12.0;
+		for (int i = 0; i < 12; i++)
+			var += (x[grp * 12 + i] - mean) * (x[grp * 12 + i] - mean) / 12.0;
+		for (int i = 0; i < 12; i++)
+		{
+			double		want = g[grp % 2] * (x[grp * 12 + i] - mean) /
+				sqrt(var + 1e-5) + be[grp % 2];
+
+			ok_norm &= wdc_close(y[2][grp * 12 + i], want, 1e-4, 1e-5);
+		}
+	}
+	wdc_test_case("gelu matches formula", ok_gelu, NULL);
+	wdc_test_case("erf gelu pattern matches", ok_pattern, NULL);
+	wdc_test_case("group norm matches formula", ok_norm, NULL);
+	wdc_nn_plan_free(&env, p);
+	wdc_nn_free(&env, m);
+	nnb_free(&b);
+}
+
 int
 main(void)
 {
@@ -653,5 +736,6 @@ main(void)
 	test_gemm_bn_fold();
 	test_arena_reuse();
 	test_run_state();
+	test_gelu_groupnorm();
 	return wdc_test_summary();
 }
