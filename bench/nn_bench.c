@@ -5,9 +5,10 @@
  *
  *	  nn_bench MODEL.onnx REFDIR MFLOP_PER_IMAGE [SECONDS]
  *
- * REFDIR holds input.f32 (64 images) and mu.f32 (PyTorch's output 0 for
- * them), written by bench/nn_vae_encoder.py; the maximum difference from
- * that reference is printed before any timing.  Run by bench/nn_bench.sh.
+ * REFDIR contains input.f32 (64 images) and mu.f32 (PyTorch's output 0 for
+ * them), both written by bench/nn_vae_encoder.py.  The maximum difference
+ * from that reference is printed before any timing.  Run by
+ * bench/nn_bench.sh.
  */
 #include "nn/nn.h"
 

@@ -5,9 +5,13 @@
  * A model is loaded once from ONNX bytes (wdc_nn_load) and is read-only
  * afterwards, so one parsed model can serve many plans.  A plan fixes every
  * tensor shape for one batch size, folds constants, and owns one arena for
- * all intermediate buffers; wdc_nn_run reuses that arena on every call, so
- * running a plan allocates nothing.  Plans are not safe for concurrent runs
- * (PostgreSQL backends are single-threaded, so the glue needs no locking).
+ * all intermediate buffers.  wdc_nn_run reuses that arena on every call, so
+ * running a plan allocates nothing.  Plans are not safe for concurrent runs,
+ * which PostgreSQL's single-threaded backends never attempt.
+ *
+ * Operators and attributes that the runtime cannot run are rejected by
+ * wdc_nn_load (operators) or by planning (attributes).  To reject a model
+ * when it is registered, load it and plan it for batch 1 right away.
  *
  * Memory: every object comes from env->alloc and is released with env->free,
  * so pass an env with the same allocator to the matching free call.  Errors:
@@ -51,7 +55,7 @@ typedef struct WdcNnTensorInfo
  * wdc_nn_plan_create_ex.  rank < 0 means "take the model's declared shape,
  * with symbolic dimensions set to the batch size".  A non-NULL data makes the
  * input a plan-time constant (copied), which lets the planner fold whatever
- * depends only on it; such inputs are passed as NULL to wdc_nn_run.
+ * depends only on it.  Pass NULL for such inputs to wdc_nn_run.
  */
 typedef struct WdcNnBinding
 {
@@ -148,10 +152,11 @@ extern WdcStatus wdc_nn_run(const WdcEnv *env, WdcNnPlan *plan,
 
 /*
  * Run the plan and push jvp_k tangent directions through it (forward-mode
- * differentiation).  tangent_in holds jvp_k stacked copies of the jvp_input
- * shape, [k][input shape]; tangent_out[j] receives [k][output j shape]
- * (float outputs only; NULL entries are skipped).  Outputs that do not
- * depend on the input get zero tangents.
+ * differentiation).  tangent_in contains jvp_k stacked tangents of the
+ * jvp_input shape, laid out [k][input shape].  tangent_out[j] receives
+ * [k][output j shape] for float outputs; NULL entries are skipped.  Outputs
+ * that do not depend on the input get zero tangents.  Tangents flow through
+ * data inputs only: a Conv whose weights depend on the input yields NaN.
  */
 extern WdcStatus wdc_nn_run_jvp(const WdcEnv *env, WdcNnPlan *plan,
 								const void *const *inputs,

@@ -5,7 +5,7 @@
  * A model (nn_load.c) is the parsed protobuf plus an index: values (every
  * tensor name in the graph) and nodes in topological order.  A plan
  * (nn_plan.c) gives each value a concrete shape, constant data when it could
- * be folded, and an offset in the arena; each node becomes a step with its
+ * be folded, and an offset in the arena.  Each node becomes a step with its
  * operator parameters resolved.  Kernels (nn_ops_*.c) read those parameters
  * and raw buffers only.
  */
@@ -132,7 +132,7 @@ struct WdcNnPlan
 	int			jvp_k;
 };
 
-/* What an operator's prepare function sees. */
+/* Arguments of an operator's prepare function. */
 typedef struct NnCtx
 {
 	const WdcEnv *env;

@@ -355,8 +355,8 @@ bcast_init(Bcast *bc, const NnShape *a, const NnShape *b, const NnShape *o)
 }
 
 /*
- * Visit every output element in order with the matching input offsets:
- * BODY sees o (output index), ia and ib.
+ * Visit every output element in order with the matching input offsets.
+ * BODY can read o (output index), ia and ib.
  */
 #define BCAST_LOOP(bc, total, BODY) \
 	do { \
@@ -469,7 +469,7 @@ bin_i(int op, int64_t a, int64_t b)
 		case B_MUL:
 			return (int64_t) ((uint64_t) a * (uint64_t) b);
 		default:
-			/* integer division by zero has no answer; ONNX leaves it open */
+			/* ONNX leaves integer division by zero undefined; return 0 */
 			if (b == 0 || (a == INT64_MIN && b == -1))
 				return 0;
 			return a / b;

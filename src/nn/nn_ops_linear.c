@@ -3,11 +3,10 @@
  *	  Operators built on cblas_sgemm (Conv, ConvTranspose, Gemm, MatMul) and
  *	  the pooling operators that share Conv's window geometry.
  *
- * Conv lowers each group to one GEMM (im2col, as in Chellapilla et al.,
- * "High Performance Convolutional Neural Networks for Document Processing",
- * 2006): the input patches of several images are laid side by side as the
- * columns of a [C/group * kh * kw, images * OH * OW] matrix, so that deep
- * layers with small feature maps still give sgemm a wide N.  1-D operators
+ * Conv lowers each group to one GEMM by im2col.  The input patches of
+ * several images are laid side by side as the columns of a
+ * [C/group * kh * kw, images * OH * OW] matrix.  Deep layers with small
+ * feature maps thus still give sgemm a wide N.  1-D operators
  * run as 2-D with a height of 1; 3-D ones are rejected at plan time.
  *
  * Forward-mode tangents of these operators are linear in the input, so a JVP
@@ -91,9 +90,9 @@ act_value(float v, float alpha)
 }
 
 /*
- * dst[i] = act(src[i] + bias) for one output row (act is the identity when
- * act == 0).  The SSE path keeps this pass from costing as much as the
- * im2col copy: gcc -O2 leaves the scalar loop unvectorized.
+ * Compute dst[i] = act(src[i] + bias) for one output row, where act is the
+ * identity when act == 0.  The loop is written with SSE because gcc -O2
+ * leaves the scalar form unvectorized, and it runs over every Conv output.
  */
 static void
 bias_act_row(float *dst, const float *src, int64_t n, float bias, int act,
@@ -268,13 +267,14 @@ window_out_shape(const NnStep *s, int64_t channels, NnShape *out)
 /* --- Conv ------------------------------------------------------------------ */
 
 /*
- * im2col for one group and a run of images: cols has one row per (channel,
- * ki, kj) and one column per (image, oh, ow); out-of-image taps are zero.
+ * Fill cols for one group and a run of images (im2col).  cols has one row
+ * per (channel, ki, kj) and one column per (image, oh, ow).  Taps outside
+ * the image are zero.
  *
  * With a column stride sw > 1, the taps of one row are every sw-th input
- * pixel, a gather that does not vectorize.  The input rows are first split
- * into sw phase rows (pixels j*sw + r for phase r) in split, after which
- * every row of cols is a run of contiguous copies.
+ * pixel, a gather that does not vectorize.  So the input rows are first
+ * split into sw phase rows (pixels j*sw + r for phase r) in split.  Every
+ * row of cols is then a run of contiguous copies.
  */
 static void
 im2col(const int64_t *p, const float *x, int64_t c0, int64_t cg, int64_t img0,
@@ -357,8 +357,10 @@ im2col(const int64_t *p, const float *x, int64_t c0, int64_t cg, int64_t img0,
 
 /*
  * Convolve nbatch images: y[n, m] = sum over the group's channels of
- * w[m] (*) x[n] + bias[m].  bias may be NULL.  scratch holds the im2col
- * matrix and, when several images share a GEMM, its [Mg, images*OHW] result.
+ * w[m] (*) x[n] + bias[m], then the fused activation when act is set.
+ * bias may be NULL.  scratch contains the im2col matrix, the
+ * [Mg, images*OHW] result when several images share a GEMM, and the
+ * phase-split input rows (see im2col).
  */
 static void
 conv_apply(const int64_t *p, int64_t nbatch, const float *x, const float *w,

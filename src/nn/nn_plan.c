@@ -6,11 +6,13 @@
  *	1. give every input its shape (symbolic dimensions become the batch size)
  *	   and every initializer its data;
  *	2. for each node, let the operator's prepare function check attributes,
- *	   infer output shapes and resolve parameters; when all its inputs are
- *	   constant, run the kernel right away and keep the result as a constant
- *	   (this folds the Shape/Gather/Unsqueeze/Concat/Reshape chains that
- *	   exporters emit for dynamic batch sizes); BatchNormalization folds
- *	   itself into a preceding Conv or Gemm in its prepare function;
+ *	   infer output shapes and resolve parameters.  When all its inputs are
+ *	   constant, run the kernel right away and keep the result as a
+ *	   constant.  This folds the Shape/Gather/Unsqueeze/Concat/Reshape
+ *	   chains that exporters emit for dynamic batch sizes.
+ *	   BatchNormalization folds itself into a preceding Conv or Gemm, and
+ *	   Relu/LeakyRelu into a preceding Conv or Gemm, in their prepare
+ *	   functions;
  *	3. mark the values that carry tangents when a JVP is requested;
  *	4. compute each remaining buffer's lifetime (first writer, last reader)
  *	   and place buffers in one arena, first fit by offset, so that buffers
@@ -303,7 +305,7 @@ plan_arena(const WdcEnv *env, WdcNnPlan *p)
 		p->vals[m->output_value[i]].last = p->n_steps;
 	for (int v = 0; v < nv; v++)
 	{
-		/* an output nobody reads still needs a place to be written */
+		/* an output that no step reads still needs a buffer to be written */
 		if (p->vals[v].first != INT32_MAX && p->vals[v].last < p->vals[v].first)
 			p->vals[v].last = p->vals[v].first;
 	}
@@ -578,8 +580,13 @@ wdc_nn_plan_create_ex(const WdcEnv *env, const WdcNnModel *m,
 					  const WdcNnPlanOptions *o, WdcNnPlan **plan)
 {
 	WdcNnPlan  *p;
+	WdcNnPlanOptions opts = *o;
 	WdcStatus	st;
 
+	/* zero-filled options mean batch 1 */
+	if (opts.batch == 0)
+		opts.batch = 1;
+	o = &opts;
 	*plan = NULL;
 	if (o->batch < 1 || o->batch > NN_MAX_NUMEL)
 		return wdc_error(env, WDC_ERR_INVALID, "batch size %lld is out of range",

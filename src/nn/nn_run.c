@@ -3,11 +3,11 @@
  *	  Execute a plan: resolve buffers in the arena, run the steps in order,
  *	  optionally carry tangents (forward-mode JVP) alongside.
  *
- * Denormal floats make convolutions and MLPs an order of magnitude slower on
- * x86 (every operation on one takes a microcode assist), so a run sets the
- * flush-to-zero and denormals-are-zero bits of MXCSR and restores the
- * caller's MXCSR before returning: the rest of the backend keeps IEEE
- * behaviour.
+ * Arithmetic on denormal floats takes a slow microcode path on many x86
+ * cores, which can slow convolutions and MLPs by an order of magnitude.  So
+ * a run sets the flush-to-zero and denormals-are-zero bits of MXCSR.  It
+ * restores the caller's MXCSR before returning, so the rest of the backend
+ * keeps IEEE behaviour.
  */
 #include "nn/nn_int.h"
 

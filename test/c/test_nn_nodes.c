@@ -7,9 +7,9 @@
  * test is selected when its model loads and plans: a model that uses an
  * operator, attribute or type the runtime does not support is reported as
  * "skip NAME: reason" and counted neither way.  Any other failure (a crash
- * aside) counts as FAIL.  Input 0 is fed at run time; the other inputs are
- * bound as plan-time constants, the way weights arrive in real models
- * (integer inputs, such as indices, are always bound).
+ * aside) counts as FAIL.  Input 0 is fed at run time.  The other inputs
+ * are bound as plan-time constants, the way weights arrive in real models,
+ * and so are integer inputs such as indices.
  * Outputs must match within rtol 1e-4 and atol 1e-5 (integers exactly).
  */
 #include "nn/nn_int.h"
