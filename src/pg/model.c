@@ -663,11 +663,14 @@ load_entry(WdcModelEntry *entry, const char *name, int64 version)
 	char	   *output_name;
 	MemoryContext old;
 	int64		fp;
+	uint32		latent_fp;
+	Datum		d;
 
 	args[0] = Int64GetDatum(version);
 	SPI_connect();
 	ret = SPI_execute_with_args(
-								"SELECT name, kind, onnx, fingerprint, input_shape, output_name, preprocessing"
+								"SELECT name, kind, onnx, fingerprint, input_shape, output_name, preprocessing,"
+								" (provenance OPERATOR(pg_catalog.->>) 'latent_fingerprint')::pg_catalog.int8"
 								" FROM wdc.model WHERE version OPERATOR(pg_catalog.=) $1",
 								1, argtypes, args, NULL, true, 1);
 	if (ret != SPI_OK_SELECT || SPI_processed != 1)
@@ -699,11 +702,14 @@ load_entry(WdcModelEntry *entry, const char *name, int64 version)
 	onnx = DatumGetByteaPCopy(SPI_getbinval(row, desc, 3, &isnull));
 	fp = DatumGetInt64(SPI_getbinval(row, desc, 4, &isnull));
 	entry->fingerprint = (uint32) fp;
-	shape = DatumGetJsonbPCopy(SPI_getbinval(row, desc, 5, &isnull));
-	if (isnull)
-		shape = NULL;
+	shape = NULL;
+	d = SPI_getbinval(row, desc, 5, &isnull);
+	if (!isnull)
+		shape = DatumGetJsonbPCopy(d);
 	output_name = SPI_getvalue(row, desc, 6);
 	pre = DatumGetJsonbPCopy(SPI_getbinval(row, desc, 7, &isnull));
+	d = SPI_getbinval(row, desc, 8, &isnull);
+	latent_fp = isnull ? 0 : (uint32) DatumGetInt64(d);
 	MemoryContextSwitchTo(old);
 	SPI_finish();
 
@@ -713,6 +719,17 @@ load_entry(WdcModelEntry *entry, const char *name, int64 version)
 	entry->env.interrupted = entry_interrupted;
 	entry->env.state = entry->context;
 	entry->env.error = &entry->error;
+	if (strcmp(entry->kind, "flow") == 0)
+	{
+		/* flows run on the flow core, which reads its own graph layout */
+		if (flow_from_onnx(&entry->env, (const uint8_t *) VARDATA_ANY(onnx),
+						   VARSIZE_ANY_EXHDR(onnx), &entry->flow) != WDC_OK)
+			WdcFitsRaise(&entry->error);
+		entry->latent_fingerprint = latent_fp;
+		entry->bytes = VARSIZE_ANY_EXHDR(onnx) * 2;
+		pfree(onnx);
+		return;
+	}
 	if (wdc_nn_load(&entry->env, VARDATA_ANY(onnx), VARSIZE_ANY_EXHDR(onnx),
 					&entry->model) != WDC_OK)
 		WdcFitsRaise(&entry->error);
@@ -722,7 +739,6 @@ load_entry(WdcModelEntry *entry, const char *name, int64 version)
 		elog(ERROR, "stored output \"%s\" of model version " INT64_FORMAT " not found",
 			 output_name, version);
 
-	if (strcmp(entry->kind, "flow") != 0)
 	{
 		old = MemoryContextSwitchTo(entry->context);
 		entry->input_rank = shape_from_jsonb(shape, entry->input_dims, "stored input_shape");
@@ -735,8 +751,6 @@ load_entry(WdcModelEntry *entry, const char *name, int64 version)
 			WdcFitsRaise(&entry->error);
 		entry->bytes = VARSIZE_ANY_EXHDR(onnx) + wdc_nn_plan_arena_bytes(entry->plan);
 	}
-	else
-		entry->bytes = VARSIZE_ANY_EXHDR(onnx);
 	pfree(onnx);
 }
 

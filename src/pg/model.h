@@ -9,6 +9,7 @@
 #include "postgres.h"
 
 #include "fits/preprocess.h"
+#include "flow/flow.h"
 #include "nn/nn.h"
 
 #define WDC_MODEL_KIND_LEN 16
@@ -25,7 +26,10 @@ typedef struct WdcModelEntry
 	char	   *name;
 	char		kind[WDC_MODEL_KIND_LEN];	/* encoder, decoder, flow, graph */
 	uint32		fingerprint;	/* stored in every latent wdc.encode returns */
-	WdcNnModel *model;
+	WdcNnModel *model;			/* NULL for flows */
+	FlowModel  *flow;			/* kind flow: the parsed flow, else NULL */
+	uint32		latent_fingerprint; /* flow: fingerprint of its training
+									 * latents (0 when they had none) */
 	WdcNnPlan  *plan;			/* batch 1 */
 	WdcNnPlan  *batch_plan;		/* batch_size rows, made on first use */
 	int64		batch_size;

@@ -8,6 +8,8 @@
 \set graph_file :models 'tiny_graph.onnx'
 \set ref_file :models 'tiny_reference.json'
 SET client_min_messages = warning;
+-- version numbers in messages start from 1 (earlier files drop their models)
+ALTER SEQUENCE wdc.model_version_seq RESTART;
 
 CREATE TEMP TABLE ref AS SELECT pg_read_file(:'ref_file')::jsonb AS j;
 CREATE TEMP TABLE img AS
