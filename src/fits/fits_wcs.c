@@ -130,7 +130,11 @@ load_celestial_wcs(const WdcEnv *env, WdcFitsFile *file,
 		return wdc_error_hint(env, "Use a pixel cutout instead of a sky cutout.");
 	}
 
-	/* 3. The frame decides how (ra, dec) enter. */
+	/*
+	 * 3. The frame decides how (ra, dec) enter.
+	 * NOTE: an equatorial image is taken to be in J2000 (ICRS or FK5); one
+	 * whose RADESYS is FK4 (B1950) would need precession, which is not done.
+	 */
 	if (strncmp(celestial->lngtyp, "RA", 2) == 0)
 		*frame = WDC_SKY_EQUATORIAL;
 	else if (strncmp(celestial->lngtyp, "GLON", 4) == 0)
