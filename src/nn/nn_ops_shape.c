@@ -2,8 +2,9 @@
  * nn_ops_shape.c
  *	  Operators that move data without arithmetic: Reshape, Flatten,
  *	  Squeeze, Unsqueeze, Identity, Dropout, Transpose, Concat, Split, Slice,
- *	  Gather, Pad, Resize/Upsample, plus Shape, Constant and Cast, which
- *	  mostly run at plan time inside folded shape computations.
+ *	  Gather, Pad, Resize/Upsample, Expand, plus Shape, Constant,
+ *	  ConstantOfShape and Cast, which mostly run at plan time inside folded
+ *	  shape computations.
  *
  * Kernels work on 4-byte (float) or 8-byte (int64) elements.  Their JVPs
  * apply the same movement to each of the k tangent slices (Pad fills with 0;
@@ -315,6 +316,56 @@ transpose_prepare(NnCtx *c)
 	}
 	s->p[NN_MAX_PARAMS - 1] = nn_in_elem(c, 0) == WDC_NN_INT64;
 	return nn_set_out(c, 0, &out, nn_in_elem(c, 0));
+}
+
+/* --- Expand ----------------------------------------------------------------- */
+
+/* Broadcast the input to a constant shape, numpy style, as a strided copy. */
+static WdcStatus
+expand_prepare(NnCtx *c)
+{
+	NnStep	   *s = c->step;
+	const NnShape *x = nn_in_shape(c, 0);
+	int64_t		want[NN_MAX_RANK];
+	int			n;
+	NnShape		out;
+	int64_t		stride = 1;
+	WdcStatus	st = nn_const_ints(c, 1, want, NN_MAX_RANK, &n);
+
+	if (st != WDC_OK)
+		return st;
+	s->n_in = 1;
+	out.rank = n > x->rank ? n : x->rank;
+	for (int i = 0; i < out.rank; i++)
+	{
+		int			ix = i - (out.rank - x->rank),
+					iw = i - (out.rank - n);
+		int64_t		dx = ix >= 0 ? x->d[ix] : 1,
+					dw = iw >= 0 ? want[iw] : 1;
+
+		if (dw < 0 || (dx != dw && dx != 1 && dw != 1))
+			return nn_invalid(c, "cannot expand dimension %lld to %lld",
+							  (long long) dx, (long long) dw);
+		out.d[i] = dx == 1 ? dw : dx;
+	}
+	st = nn_set_out(c, 0, &out, nn_in_elem(c, 0));
+	if (st != WDC_OK)
+		return st;
+
+	/* strided_copy layout: stretched dimensions get stride 0 */
+	s->p[0] = out.rank;
+	s->p[1] = 0;
+	for (int i = out.rank - 1; i >= 0; i--)
+	{
+		int			ix = i - (out.rank - x->rank);
+		int64_t		dx = ix >= 0 ? x->d[ix] : 1;
+
+		s->p[2 + i] = out.d[i];
+		s->p[10 + i] = dx == 1 ? 0 : stride;
+		stride *= dx;
+	}
+	s->p[NN_MAX_PARAMS - 1] = nn_in_elem(c, 0) == WDC_NN_INT64;
+	return WDC_OK;
 }
 
 /* --- Slice ------------------------------------------------------------------ */
@@ -832,6 +883,58 @@ constant_prepare(NnCtx *c)
 		return nn_set_out_const(c, 0, &shape, WDC_NN_INT64, a->ints);
 	}
 	return nn_unsupported(c, "a value attribute other than value, value_float(s) or value_int(s)");
+}
+
+/* ConstantOfShape: a constant tensor of the given shape filled with value. */
+static WdcStatus
+constant_of_shape_prepare(NnCtx *c)
+{
+	const Onnx__AttributeProto *a = nn_attr(c->step->node, "value");
+	int64_t		dims[NN_MAX_RANK];
+	int			n;
+	int			elem = WDC_NN_FLOAT;
+	void	   *fill = NULL;
+	NnShape		shape,
+				fshape;
+	void	   *data;
+	int64_t		count;
+	size_t		es;
+	WdcStatus	st = nn_const_ints(c, 0, dims, NN_MAX_RANK, &n);
+
+	if (st != WDC_OK)
+		return st;
+	shape.rank = n;
+	memcpy(shape.d, dims, sizeof(int64_t) * n);
+	st = nn_check_shape(c, &shape);
+	if (st != WDC_OK)
+		return st;
+	if (a && a->t)
+	{
+		st = nn_tensor_convert(c->env, a->t, &elem, &fshape, &fill);
+		if (st != WDC_OK)
+			return st;
+		if (nn_numel(&fshape) != 1)
+		{
+			wdc_free(c->env, fill);
+			return nn_invalid(c, "value must have one element");
+		}
+	}
+
+	/* build the filled tensor, then hand it over as the constant output */
+	count = nn_numel(&shape);
+	es = nn_elem_size(elem);
+	data = wdc_alloc0(c->env, (size_t) count * es);
+	if (data == NULL)
+	{
+		wdc_free(c->env, fill);
+		return wdc_error(c->env, WDC_ERR_NOMEM, "out of memory planning model");
+	}
+	for (int64_t i = 0; fill && i < count; i++)
+		memcpy((char *) data + i * es, fill, es);
+	st = nn_set_out_const(c, 0, &shape, elem, data);
+	wdc_free(c->env, data);
+	wdc_free(c->env, fill);
+	return st;
 }
 
 static WdcStatus
@@ -1364,6 +1467,8 @@ const NnOpDef nn_ops_shape[] = {
 	COPY_OP("Dropout", dropout_prepare, 1, 3, 2),
 	{"Transpose", 1, 1, 1, 1, 1, transpose_prepare, strided_exec, strided_jvp},
 	{"Slice", 1, 1, 5, 1, 1, slice_prepare, strided_exec, strided_jvp},
+	{"Expand", 8, 2, 2, 1, 1, expand_prepare, strided_exec, strided_jvp},
+	{"ConstantOfShape", 9, 1, 1, 1, 1, constant_of_shape_prepare, NULL, NULL},
 	{"Concat", 1, 1, -1, 1, 1, concat_prepare_jvp, concat_exec, concat_jvp},
 	{"Split", 1, 1, 2, 1, 8, split_prepare, split_exec, split_jvp},
 	{"Gather", 1, 2, 2, 1, 1, gather_prepare, gather_exec, gather_jvp},

@@ -101,6 +101,7 @@ static const JvpCase cases[] = {
 	{"Identity", "Identity", "x", "2,4", "", "", 0, 17},
 	{"Dropout", "Dropout", "x", "2,4", "", "", 0, 17},
 	{"Gather", "Gather", "x,ix", "4,3", "ix=i3:2,-1,0", "axis=i0", 0, 17},
+	{"Expand", "Expand", "x,sh", "3,1", "sh=i3:2,3,4", "", 0, 17},
 	{"Pad", "Pad", "x,pd", "2,3", "pd=i4:1,0,0,2", "", 0, 17},
 	{"Resize nearest", "Resize", "x,,sc", "1,2,3,3", "sc=g1,1,2,2", "", 0, 17},
 	{"Resize linear", "Resize", "x,,sc", "1,2,3,3", "sc=g1,1,2,1.5", "mode=slinear", 0, 17},
