@@ -1027,7 +1027,19 @@ matmul_jvp(NnRun *r)
 	int64_t		na = nn_numel(as),
 				nb = nn_numel(bs),
 				ny = nn_numel(r->osh[0]);
+	int			a_full = s->p[MM_B2D];
 
+	for (int i = 0; i < s->p[MM_RANK]; i++)
+		if (s->p[MM_RANK + 7 + i] == 0 && s->p[MM_RANK + 1 + i] > 1)
+			a_full = 0;
+	if (a_full && r->tin[1] == NULL)
+	{
+		/* B constant and shared: all k directions' rows in one GEMM */
+		nn_sgemm(0, 0, s->p[MM_M] * s->p[MM_BATCH] * r->k, s->p[MM_N],
+				 s->p[MM_K], 1.0f, r->tin[0], s->p[MM_K], r->in[1], s->p[MM_N],
+				 0.0f, r->tout[0], s->p[MM_N]);
+		return;
+	}
 	for (int j = 0; j < r->k; j++)
 	{
 		float	   *dy = r->tout[0] + j * ny;

@@ -83,6 +83,8 @@ static const JvpCase cases[] = {
 	{"Conv fused LeakyRelu", "Conv", "x,W,B", "2,3,7,7", "W=f4,3,3,3;B=f4", "pads=I1,1,1,1", 0, 17, 0, "LeakyRelu"},
 	{"MatMul 3-D", "MatMul", "x,W", "2,3,4", "W=f4,5", "", 0, 17},
 	{"MatMul x*x", "MatMul", "x,x", "2,3,3", "", "", 0, 17},
+	{"MatMul vector", "MatMul", "x,W", "4", "W=f4,5", "", 0, 17},
+	{"MatMul batched B", "MatMul", "x,W", "2,3,4", "W=f1,4,5", "", 0, 17},
 	{"MaxPool", "MaxPool", "x", "2,2,6,6", "", "kernel_shape=I3,3;strides=I2,2;pads=I1,1,1,1", 2, 17},
 	{"AveragePool", "AveragePool", "x", "2,2,6,6", "", "kernel_shape=I2,2;strides=I2,2", 0, 17},
 	{"GlobalAveragePool", "GlobalAveragePool", "x", "2,3,4,4", "", "", 0, 17},
