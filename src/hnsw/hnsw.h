@@ -186,8 +186,9 @@ typedef struct HnswCandidate
 	ItemPointerData heaptids[HNSW_HEAPTIDS];
 	ItemPointerData neighbortid;	/* separate neighbour tuple, or invalid */
 	int			nneighbors;
-	ItemPointerData *neighbors; /* list at the search's level; NULL until
-								 * read when it lives in a neighbour tuple */
+	ItemPointerData *neighbors; /* list at the search's level */
+	bool		neighborsLoaded;	/* false until a separate neighbour tuple
+									 * has been read */
 	float	   *vector;			/* copy, only when the search keeps vectors */
 	pairingheap_node cnode;		/* in the candidate heap */
 	pairingheap_node rnode;		/* in the result or the pending heap */

@@ -383,7 +383,6 @@ CopyNeighbors(HnswSearch *search, HnswCandidate *c, ItemPointer slots)
 	int			capacity = HnswLevelCapacity(search->m, search->level);
 	int			n = 0;
 
-	c->neighbors = MemoryContextAlloc(search->cxt, sizeof(ItemPointerData) * capacity);
 	for (int i = 0; i < capacity; i++)
 	{
 		if (!ItemPointerIsValid(&slots[start + i]))
@@ -393,73 +392,120 @@ CopyNeighbors(HnswSearch *search, HnswCandidate *c, ItemPointer slots)
 	c->nneighbors = n;
 }
 
+/* Elements read together by LoadElements: pins and locks held at once */
+#define HNSW_LOAD_CHUNK 32
+
 /*
- * Read the elements at tids[0 .. n) (sorted by block) into new candidates,
- * keeping one buffer pinned while consecutive TIDs share its block.  TIDs
- * whose slot no longer holds an element are skipped.  Returns how many
- * candidates were written to out[].
+ * Read the elements at tids[0 .. n) into new candidates.  TIDs whose slot no
+ * longer holds an element are skipped.  Returns how many candidates were
+ * written to out[].
+ *
+ * Reading an element is dominated by cache misses on its line pointer and
+ * tuple, not by the distance, so the elements are read in chunks: pin and
+ * share-lock every page of the chunk, prefetch the line pointers, then the
+ * tuples, and only then compute.  Holding several share locks is safe
+ * because writers never wait for a second buffer while holding one.
  */
 static int
 LoadElements(HnswSearch *search, ItemPointer tids, int n, HnswCandidate **out)
 {
-	Buffer		buf = InvalidBuffer;
-	BlockNumber current = InvalidBlockNumber;
+	Buffer		bufs[HNSW_LOAD_CHUNK];
+	Size		vecsize = sizeof(float) * search->dims;
 	int			nout = 0;
 
-	for (int i = 0; i < n; i++)
+	for (int base = 0; base < n; base += HNSW_LOAD_CHUNK)
 	{
-		BlockNumber blkno = ItemPointerGetBlockNumber(&tids[i]);
-		Page		page;
-		HnswElementTuple etup;
-		HnswCandidate *c;
+		int			count = Min(HNSW_LOAD_CHUNK, n - base);
 
-		if (blkno != current)
+		/* 1. Pin and lock, one access per run of TIDs on the same page */
+		for (int i = 0; i < count; i++)
 		{
-			if (BufferIsValid(buf))
-				UnlockReleaseBuffer(buf);
-			buf = ReadBuffer(search->index, blkno);
-			LockBuffer(buf, BUFFER_LOCK_SHARE);
-			current = blkno;
-			search->bufferAccesses++;
-		}
-		page = BufferGetPage(buf);
-		etup = HnswGetElement(page, ItemPointerGetOffsetNumber(&tids[i]));
-		if (etup == NULL)
-			continue;
+			ItemPointer tid = &tids[base + i];
+			BlockNumber blkno = ItemPointerGetBlockNumber(tid);
 
-		/* Vectors of another model have no meaningful distance to the query */
-		if (search->queryLatent != NULL && search->queryLatent->fingerprint != 0 &&
-			etup->fingerprint != 0 &&
-			etup->fingerprint != search->queryLatent->fingerprint)
-		{
-			uint32		fingerprint = etup->fingerprint;
-
-			UnlockReleaseBuffer(buf);
-			HnswRaiseFingerprintMismatch(search->queryLatent, fingerprint);
+			if (i > 0 && blkno == ItemPointerGetBlockNumber(&tids[base + i - 1]))
+				bufs[i] = bufs[i - 1];
+			else
+			{
+				bufs[i] = ReadBuffer(search->index, blkno);
+				LockBuffer(bufs[i], BUFFER_LOCK_SHARE);
+				search->bufferAccesses++;
+			}
+			__builtin_prefetch(PageGetItemId(BufferGetPage(bufs[i]),
+											 ItemPointerGetOffsetNumber(tid)));
 		}
 
-		c = MemoryContextAllocZero(search->cxt, sizeof(HnswCandidate));
-		c->tid = tids[i];
-		c->level = etup->level;
-		c->nheaptids = etup->nheaptids;
-		c->deleted = (etup->flags & HNSW_ELEMENT_DELETED) != 0;
-		c->fingerprint = etup->fingerprint;
-		memcpy(c->heaptids, etup->heaptids, sizeof(etup->heaptids));
-		c->distance = HnswDistance(search->metric, search->query, etup->x, search->dims);
-		if (search->keepVectors)
+		/* 2. Prefetch the tuples (header, vector and inline lists) */
+		for (int i = 0; i < count; i++)
 		{
-			c->vector = MemoryContextAlloc(search->cxt, sizeof(float) * search->dims);
-			memcpy(c->vector, etup->x, sizeof(float) * search->dims);
+			Page		page = BufferGetPage(bufs[i]);
+			OffsetNumber off = ItemPointerGetOffsetNumber(&tids[base + i]);
+			ItemId		itemid;
+			char	   *item;
+
+			if (off > PageGetMaxOffsetNumber(page))
+				continue;
+			itemid = PageGetItemId(page, off);
+			if (!ItemIdIsNormal(itemid))
+				continue;
+			item = (char *) PageGetItem(page, itemid);
+			for (Size b = 0; b < ItemIdGetLength(itemid) && b < 1024; b += 64)
+				__builtin_prefetch(item + b);
 		}
-		c->neighbortid = etup->neighbortid;
-		if (etup->level < search->level)
-			c->nneighbors = 0;	/* stale link from a higher level: no edges */
-		else if (!ItemPointerIsValid(&etup->neighbortid))
-			CopyNeighbors(search, c, HnswTupleSlots(etup, search->dims));
-		out[nout++] = c;
+
+		/* 3. Read */
+		for (int i = 0; i < count; i++)
+		{
+			HnswElementTuple etup = HnswGetElement(BufferGetPage(bufs[i]),
+												   ItemPointerGetOffsetNumber(&tids[base + i]));
+			HnswCandidate *c;
+
+			if (etup == NULL)
+				continue;
+
+			/* Vectors of another model have no meaningful distance to the query */
+			if (search->queryLatent != NULL && search->queryLatent->fingerprint != 0 &&
+				etup->fingerprint != 0 &&
+				etup->fingerprint != search->queryLatent->fingerprint)
+				HnswRaiseFingerprintMismatch(search->queryLatent, etup->fingerprint);
+
+			/* One allocation for the candidate and its level's list */
+			c = MemoryContextAllocZero(search->cxt, MAXALIGN(sizeof(HnswCandidate)) +
+									   sizeof(ItemPointerData) *
+									   HnswLevelCapacity(search->m, search->level));
+			c->neighbors = (ItemPointerData *) ((char *) c + MAXALIGN(sizeof(HnswCandidate)));
+			c->tid = tids[base + i];
+			c->level = etup->level;
+			c->nheaptids = etup->nheaptids;
+			c->deleted = (etup->flags & HNSW_ELEMENT_DELETED) != 0;
+			c->fingerprint = etup->fingerprint;
+			memcpy(c->heaptids, etup->heaptids, sizeof(etup->heaptids));
+			c->distance = HnswDistance(search->metric, search->query, etup->x, search->dims);
+			if (search->keepVectors)
+			{
+				c->vector = MemoryContextAlloc(search->cxt, vecsize);
+				memcpy(c->vector, etup->x, vecsize);
+			}
+			c->neighbortid = etup->neighbortid;
+			c->neighborsLoaded = false;
+			if (etup->level < search->level)
+			{
+				c->nneighbors = 0;	/* stale link from a higher level: no edges */
+				c->neighborsLoaded = true;
+			}
+			else if (!ItemPointerIsValid(&etup->neighbortid))
+			{
+				CopyNeighbors(search, c, HnswTupleSlots(etup, search->dims));
+				c->neighborsLoaded = true;
+			}
+			out[nout++] = c;
+		}
+
+		/* 4. Release */
+		for (int i = 0; i < count; i++)
+			if (i == 0 || bufs[i] != bufs[i - 1])
+				UnlockReleaseBuffer(bufs[i]);
 	}
-	if (BufferIsValid(buf))
-		UnlockReleaseBuffer(buf);
 	return nout;
 }
 
@@ -478,6 +524,7 @@ LoadSeparateNeighbors(HnswSearch *search, HnswCandidate *c)
 		CopyNeighbors(search, c, ntup->slots);
 	else
 		c->nneighbors = 0;
+	c->neighborsLoaded = true;
 	UnlockReleaseBuffer(buf);
 }
 
@@ -517,8 +564,7 @@ ExpandCandidate(HnswSearch *search, HnswCandidate *c)
 	int			ntids = 0;
 	int			nloaded;
 
-	if (c->neighbors == NULL && ItemPointerIsValid(&c->neighbortid) &&
-		c->level >= search->level)
+	if (!c->neighborsLoaded)
 		LoadSeparateNeighbors(search, c);
 	if (c->nneighbors == 0)
 		return;
@@ -533,9 +579,11 @@ ExpandCandidate(HnswSearch *search, HnswCandidate *c)
 		if (!found)
 			tids[ntids++] = c->neighbors[i];
 	}
-	if (ntids > 1)
-		qsort(tids, ntids, sizeof(ItemPointerData), CompareTids);
-
+	/*
+	 * No sort by block here: with ~20 elements per page, neighbours of one
+	 * element rarely share a page, and sorting cost more than it saved.
+	 * Consecutive TIDs on one page still share a buffer access.
+	 */
 	nloaded = LoadElements(search, tids, ntids, loaded);
 	for (int i = 0; i < nloaded; i++)
 	{
@@ -682,8 +730,7 @@ HnswLoadCandidates(HnswSearch *search, ItemPointer tids, int n, HnswCandidate **
 void
 HnswLoadNeighbors(HnswSearch *search, HnswCandidate *c)
 {
-	if (c->neighbors == NULL && ItemPointerIsValid(&c->neighbortid) &&
-		c->level >= search->level)
+	if (!c->neighborsLoaded)
 		LoadSeparateNeighbors(search, c);
 }
 
