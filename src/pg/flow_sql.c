@@ -227,16 +227,106 @@ lookup_flow(text *name, int64 version)
 	return entry;
 }
 
+/* One row's condition in the core's layout. */
+typedef struct RowCondition
+{
+	float	   *values;			/* external flows: the c input, or NULL */
+	float	   *numeric;		/* [n_numeric] */
+	int32_t		class_index;
+	uint8_t		null_row;
+	FlowConditions cond;
+} RowCondition;
+
+/* Latent dimension of a native or external flow. */
+static int
+flow_dim(const WdcModelEntry *entry)
+{
+	return entry->flow ? entry->flow->d : flow_external_dim(entry->external);
+}
+
+/* Raise for functions that need what only flows trained by wdc carry. */
+static void
+require_native(const WdcModelEntry *entry, const char *what)
+{
+	if (entry->flow == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("%s is not available for flow \"%s\", which was trained outside wdc",
+						what, entry->name),
+				 errdetail("Only flows trained by wdc.train_flow carry a null condition and calibration rows.")));
+}
+
+/*
+ * Condition of an external flow: NULL, or m numbers given as a JSON array
+ * (jsonb form) or a real[].
+ */
+static void
+external_condition(const WdcModelEntry *entry, Jsonb *json, ArrayType *array,
+				   RowCondition *rc)
+{
+	int			m = flow_external_cond_dim(entry->external);
+	int			n = 0;
+
+	memset(rc, 0, sizeof(*rc));
+	if (json == NULL && array == NULL)
+		return;
+	rc->values = palloc0(sizeof(float) * Max(m, 1));
+	if (json)
+	{
+		JsonbIterator *it;
+		JsonbValue	v;
+		JsonbIteratorToken tok;
+
+		if (!JB_ROOT_IS_ARRAY(json) || JB_ROOT_IS_SCALAR(json))
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("condition of flow \"%s\" must be a JSON array of %d numbers", entry->name, m),
+					 errdetail("The flow was trained outside wdc; its graph input c takes the values as they are.")));
+		it = JsonbIteratorInit(&json->root);
+		while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+		{
+			if (tok != WJB_ELEM)
+				continue;
+			if (v.type != jbvNumeric || n >= m)
+				ereport(ERROR,
+						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						 errmsg("condition of flow \"%s\" must be a JSON array of %d numbers", entry->name, m)));
+			rc->values[n++] = (float) DatumGetFloat8(DirectFunctionCall1(numeric_float8,
+																		 NumericGetDatum(v.val.numeric)));
+		}
+	}
+	else
+	{
+		Datum	   *elems;
+		bool	   *nulls;
+
+		deconstruct_array(array, FLOAT4OID, sizeof(float4), true, TYPALIGN_INT,
+						  &elems, &nulls, &n);
+		for (int i = 0; i < n && i < m; i++)
+		{
+			if (nulls[i])
+				ereport(ERROR,
+						(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+						 errmsg("condition of flow \"%s\" must not contain NULL", entry->name)));
+			rc->values[i] = DatumGetFloat4(elems[i]);
+		}
+	}
+	if (n != m)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("condition has %d values but flow \"%s\" takes %d", n, entry->name, m)));
+}
+
 /* Check z against the flow's dimension and training fingerprint. */
 static void
 check_latent(const WdcModelEntry *entry, const Latent *z)
 {
 	LatentCheckVersion(z);
-	if (z->dim != entry->flow->d)
+	if (z->dim != flow_dim(entry))
 		ereport(ERROR,
 				(errcode(ERRCODE_DATA_EXCEPTION),
 				 errmsg("latent has %d dimensions but flow \"%s\" version " INT64_FORMAT " was trained on %d",
-						z->dim, entry->name, entry->version, entry->flow->d)));
+						z->dim, entry->name, entry->version, flow_dim(entry))));
 	if (z->fingerprint != 0 && entry->latent_fingerprint != 0 &&
 		z->fingerprint != entry->latent_fingerprint)
 		ereport(ERROR,
@@ -248,14 +338,6 @@ check_latent(const WdcModelEntry *entry, const Latent *z)
 
 /* --- conditions ---------------------------------------------------------------- */
 
-/* One row's condition in the core's layout. */
-typedef struct RowCondition
-{
-	float	   *numeric;		/* [n_numeric] */
-	int32_t		class_index;
-	uint8_t		null_row;
-	FlowConditions cond;
-} RowCondition;
 
 static int32_t
 class_label_index(const WdcModelEntry *entry, const char *label)
@@ -289,6 +371,11 @@ condition_from_jsonb(const WdcModelEntry *entry, Jsonb *cond, RowCondition *rc)
 	JsonbValue	k;
 	JsonbIteratorToken tok;
 
+	if (entry->external)
+	{
+		external_condition(entry, cond, NULL, rc);
+		return;
+	}
 	memset(rc, 0, sizeof(*rc));
 	rc->numeric = palloc0(sizeof(float) * Max(m->n_numeric, 1));
 	rc->class_index = -1;
@@ -376,6 +463,11 @@ condition_from_array(const WdcModelEntry *entry, ArrayType *array, RowCondition 
 	bool	   *nulls;
 	int			n;
 
+	if (entry->external)
+	{
+		external_condition(entry, NULL, array, rc);
+		return;
+	}
 	memset(rc, 0, sizeof(*rc));
 	rc->numeric = palloc0(sizeof(float) * Max(m->n_numeric, 1));
 	rc->class_index = -1;
@@ -442,6 +534,13 @@ log_density_one(WdcModelEntry *entry, const Latent *z, RowCondition *rc,
 	double		out;
 
 	solve_options_from_jsonb(options, &opt, true);
+	if (entry->external)
+	{
+		if (flow_external_log_density(&entry->env, entry->external, z->x, rc->values,
+									  &opt, &out) != WDC_OK)
+			WdcFitsRaise(&entry->error);
+		return out;
+	}
 	if (rc->null_row)
 		opt.guidance = 0;
 	if (flow_log_density(&entry->env, entry->flow, z->x, &rc->cond, 1, &opt, &out) != WDC_OK)
@@ -517,6 +616,7 @@ flow_outlier_pvalue(PG_FUNCTION_ARGS)
 	check_latent(entry, z);
 	condition_from_jsonb(entry, PG_NARGS() > zarg + 1 && !PG_ARGISNULL(zarg + 1) ?
 						 PG_GETARG_JSONB_P(zarg + 1) : NULL, &rc);
+	require_native(entry, "wdc.outlier_pvalue");
 	if (entry->flow->n_calibration == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
@@ -547,6 +647,7 @@ flow_catalog_surprise(PG_FUNCTION_ARGS)
 		PG_RETURN_NULL();
 	z = PG_GETARG_LATENT_P(zarg);
 	check_latent(entry, z);
+	require_native(entry, "wdc.catalog_surprise");
 	condition_from_jsonb(entry, PG_GETARG_JSONB_P(zarg + 1), &rc);
 	if (rc.null_row)
 		PG_RETURN_NULL();
@@ -594,7 +695,9 @@ flow_residual_sql(PG_FUNCTION_ARGS)
 	solve_options_from_jsonb(PG_NARGS() > zarg + 2 && !PG_ARGISNULL(zarg + 2) ?
 							 PG_GETARG_JSONB_P(zarg + 2) : NULL, &opt, false);
 	out = palloc(sizeof(float) * z->dim);
-	if (flow_residual(&entry->env, entry->flow, z->x, &rc.cond, 1, &opt, out) != WDC_OK)
+	if (entry->external ?
+		flow_external_residual(&entry->env, entry->external, z->x, rc.values, &opt, out) :
+		flow_residual(&entry->env, entry->flow, z->x, &rc.cond, 1, &opt, out))
 		WdcFitsRaise(&entry->error);
 	PG_RETURN_LATENT_P(latent_from_floats(out, z->dim, entry->fingerprint));
 }
@@ -620,7 +723,10 @@ flow_transfer_sql(PG_FUNCTION_ARGS)
 	solve_options_from_jsonb(PG_NARGS() > zarg + 3 && !PG_ARGISNULL(zarg + 3) ?
 							 PG_GETARG_JSONB_P(zarg + 3) : NULL, &opt, false);
 	out = palloc(sizeof(float) * z->dim);
-	if (flow_transfer(&entry->env, entry->flow, z->x, &from.cond, &to.cond, 1, &opt, out) != WDC_OK)
+	if (entry->external ?
+		flow_external_transfer(&entry->env, entry->external, z->x, from.values,
+							   to.values, &opt, out) :
+		flow_transfer(&entry->env, entry->flow, z->x, &from.cond, &to.cond, 1, &opt, out))
 		WdcFitsRaise(&entry->error);
 	PG_RETURN_LATENT_P(latent_from_floats(out, z->dim,
 										  z->fingerprint ? z->fingerprint : entry->latent_fingerprint));
@@ -643,10 +749,12 @@ flow_sample_sql(PG_FUNCTION_ARGS)
 	condition_from_jsonb(entry, PG_ARGISNULL(1) ? NULL : PG_GETARG_JSONB_P(1), &rc);
 	solve_options_from_jsonb(PG_NARGS() > 3 && !PG_ARGISNULL(3) ? PG_GETARG_JSONB_P(3) : NULL,
 							 &opt, false);
-	out = palloc(sizeof(float) * entry->flow->d);
-	if (flow_sample(&entry->env, entry->flow, &rc.cond, 1, (uint64_t) seed, &opt, out) != WDC_OK)
+	out = palloc(sizeof(float) * flow_dim(entry));
+	if (entry->external ?
+		flow_external_sample(&entry->env, entry->external, rc.values, (uint64_t) seed, &opt, out) :
+		flow_sample(&entry->env, entry->flow, &rc.cond, 1, (uint64_t) seed, &opt, out))
 		WdcFitsRaise(&entry->error);
-	PG_RETURN_LATENT_P(latent_from_floats(out, entry->flow->d, entry->latent_fingerprint));
+	PG_RETURN_LATENT_P(latent_from_floats(out, flow_dim(entry), entry->latent_fingerprint));
 }
 
 /* --- training ---------------------------------------------------------------- */

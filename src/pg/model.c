@@ -721,9 +721,23 @@ load_entry(WdcModelEntry *entry, const char *name, int64 version)
 	entry->env.error = &entry->error;
 	if (strcmp(entry->kind, "flow") == 0)
 	{
-		/* flows run on the flow core, which reads its own graph layout */
-		if (flow_from_onnx(&entry->env, (const uint8_t *) VARDATA_ANY(onnx),
-						   VARSIZE_ANY_EXHDR(onnx), &entry->flow) != WDC_OK)
+		WdcStatus	st;
+
+		/*
+		 * Flows trained by wdc run on the flow core, which reads its own
+		 * graph layout and metadata; any other (x, t[, c]) -> v graph runs
+		 * on the ONNX runtime.
+		 */
+		st = flow_from_onnx(&entry->env, (const uint8_t *) VARDATA_ANY(onnx),
+							VARSIZE_ANY_EXHDR(onnx), &entry->flow);
+		if (st == WDC_ERR_UNSUPPORTED)
+		{
+			if (wdc_nn_load(&entry->env, VARDATA_ANY(onnx), VARSIZE_ANY_EXHDR(onnx),
+							&entry->model) != WDC_OK ||
+				flow_external_open(&entry->env, entry->model, &entry->external) != WDC_OK)
+				WdcFitsRaise(&entry->error);
+		}
+		else if (st != WDC_OK)
 			WdcFitsRaise(&entry->error);
 		entry->latent_fingerprint = latent_fp;
 		entry->bytes = VARSIZE_ANY_EXHDR(onnx) * 2;

@@ -10,6 +10,7 @@
 
 #include "fits/preprocess.h"
 #include "flow/flow.h"
+#include "flow/flow_external.h"
 #include "nn/nn.h"
 
 #define WDC_MODEL_KIND_LEN 16
@@ -26,8 +27,10 @@ typedef struct WdcModelEntry
 	char	   *name;
 	char		kind[WDC_MODEL_KIND_LEN];	/* encoder, decoder, flow, graph */
 	uint32		fingerprint;	/* stored in every latent wdc.encode returns */
-	WdcNnModel *model;			/* NULL for flows */
-	FlowModel  *flow;			/* kind flow: the parsed flow, else NULL */
+	WdcNnModel *model;			/* NULL for flows trained by wdc */
+	FlowModel  *flow;			/* kind flow trained by wdc, else NULL */
+	FlowExternal *external;		/* kind flow from another trainer: the
+								 * graph (in model) run on the runtime */
 	uint32		latent_fingerprint; /* flow: fingerprint of its training
 									 * latents (0 when they had none) */
 	WdcNnPlan  *plan;			/* batch 1 */
