@@ -4,7 +4,7 @@
 \set models `pwd`/test/fixtures/models/
 \set ON_ERROR_STOP 1
 BEGIN;
-SELECT plan(42);
+SELECT plan(43);
 
 SELECT wdc.load_model('tiny_enc', pg_read_binary_file(:'models' || 'tiny_encoder.onnx')) AS v \gset
 
@@ -125,6 +125,15 @@ SELECT throws_ok($$SELECT wdc.attach('obs4', 'cutout', 'z', 'tiny_enc')$$, '4250
 	'must be owner of table public.obs4 to attach an embedding trigger', 'non-owner cannot attach');
 SELECT throws_ok($$SELECT wdc.detach('obs', 'z')$$, '42501',
 	'must be owner of table public.obs to detach an embedding trigger', 'non-owner cannot detach');
+RESET ROLE;
+-- a role that may insert but not read sees the key's column names only
+SELECT wdc.attach('obs4', 'cutout', 'z', 'tiny_enc');
+CREATE ROLE wdc_wf_writer;
+GRANT INSERT ON obs4 TO wdc_wf_writer;
+SET ROLE wdc_wf_writer;
+SELECT throws_ok($$INSERT INTO obs4 VALUES (77, ARRAY[1,2,3]::real[])$$, '22000',
+	'could not encode row (id) of table "obs4" with model "tiny_enc": image must be a 2-D array, not 1-D',
+	'key values are hidden from a role that cannot read them');
 RESET ROLE;
 
 -- flow score: stored on insert, refreshed when a condition column changes;
