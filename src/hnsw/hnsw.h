@@ -14,9 +14,10 @@
  * both the distance to an element and the edges out of it.  Only when
  * vector and lists together do not fit in a page (large dimensions) do the
  * lists move to a separate neighbour tuple, placed on the same page when
- * there is room.  Elements are written in breadth-first graph order by the
- * in-memory build, so neighbours tend to share pages and a scan that visits
- * several neighbours of one element often reads them from one pinned buffer.
+ * there is room.  The in-memory build writes elements in breadth-first
+ * graph order.  NOTE: measured on 100,000 32-dimensional vectors, a scan
+ * still reads about one page per element it visits: with about 20
+ * elements per page, an element's neighbours rarely share a page.
  *
  * Neighbour lists have fixed capacity (2m slots at level 0, m above), so
  * adding or replacing an edge overwrites the tuple in place and never moves

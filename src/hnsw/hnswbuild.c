@@ -7,7 +7,7 @@
  *		(HNSW paper, algorithm 1) whose elements refer to each other by
  *		array index.  Memory is counted against maintenance_work_mem.
  *	 2. Order the elements breadth-first from the entry point over level 0,
- *		so that neighbours land on the same or nearby pages.
+ *		so that an element's first-found neighbours land on nearby pages.
  *	 3. Lay the tuples out page by page to learn every element's TID, then
  *		write the pages with the lists translated to TIDs, and WAL-log them
  *		all at once (log_newpage_range) when the index is logged.

@@ -14,8 +14,10 @@
  *	 5. Add the reverse edges one neighbour at a time.
  *	 6. Raise the entry point if the new element is the highest.
  *
- * Locking: at most one buffer lock is held at a time, except that the
- * first insert holds no buffer lock across steps.  A reverse edge is
+ * Locking: page changes take one exclusive buffer lock at a time and never
+ * wait for another buffer while holding it; the searches hold only share
+ * locks (see LoadElements).  The first insert of an empty index is
+ * serialised by a heavyweight lock on the metapage instead.  A reverse edge is
  * computed from a snapshot of the neighbour's list taken under a share
  * lock and written under an exclusive lock only if the list is still the
  * same; otherwise the new edge goes into a free slot or is dropped.  So a

@@ -3,11 +3,10 @@
  *	  Distances, page and tuple helpers, neighbour selection and the
  *	  on-disk layer search shared by inserts and scans.
  *
- * The layer search reads elements with a share lock on one buffer at a
- * time and copies what it needs, so it never holds two buffer locks and
- * never waits on a writer while holding a lock.  Neighbours of an expanded
- * element are sorted by block before they are read, so elements that share
- * a page cost one buffer access between them.
+ * The layer search copies what it needs from each element under a share
+ * lock.  It reads elements in chunks (LoadElements), holding share locks
+ * on up to HNSW_LOAD_CHUNK pages at once; this cannot deadlock because
+ * writers never wait for a buffer while holding another buffer's lock.
  */
 #include "postgres.h"
 
@@ -225,7 +224,7 @@ HnswReadMeta(Relation index, HnswMetaPageData *meta)
 				 errhint("REINDEX the index.")));
 }
 
-/* Element tuple at off, or NULL when the slot holds none (removed by vacuum) */
+/* Element tuple at off, or NULL when the slot has none (removed by vacuum) */
 HnswElementTuple
 HnswGetElement(Page page, OffsetNumber off)
 {
@@ -243,7 +242,7 @@ HnswGetElement(Page page, OffsetNumber off)
 	return etup;
 }
 
-/* Neighbour tuple at off, or NULL when the slot holds none */
+/* Neighbour tuple at off, or NULL when the slot has none */
 HnswNeighborTuple
 HnswGetNeighborTuple(Page page, OffsetNumber off)
 {
@@ -396,8 +395,8 @@ CopyNeighbors(HnswSearch *search, HnswCandidate *c, ItemPointer slots)
 #define HNSW_LOAD_CHUNK 32
 
 /*
- * Read the elements at tids[0 .. n) into new candidates.  TIDs whose slot no
- * longer holds an element are skipped.  Returns how many candidates were
+ * Read the elements at tids[0 .. n) into new candidates, skipping TIDs whose
+ * slot no longer contains an element.  Returns how many candidates were
  * written to out[].
  *
  * Reading an element is dominated by cache misses on its line pointer and
@@ -726,7 +725,7 @@ HnswLoadCandidates(HnswSearch *search, ItemPointer tids, int n, HnswCandidate **
 	return LoadElements(search, tids, n, out);
 }
 
-/* Make sure c->neighbors holds c's list at the search's level */
+/* Read c's list at the search's level if it is in a separate tuple */
 void
 HnswLoadNeighbors(HnswSearch *search, HnswCandidate *c)
 {
