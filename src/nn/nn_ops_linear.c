@@ -160,13 +160,14 @@ read_window(NnCtx *c, const NnShape *x, const int64_t *kdefault,
 				dl[2] = {1, 1},
 				pb[2] = {0, 0},
 				pe[2] = {0, 0},
-				in[2] = {1, x->d[x->rank - 1]};
+				in[2] = {1, 1};
 	char		buf[24];
 	const char *autopad;
 	int			off = 2 - nsp;	/* 1-D uses slot 1 (width) */
 
 	if (nsp < 1 || nsp > 2)
 		return nn_unsupported(c, "%d spatial dimensions", nsp < 0 ? 0 : nsp);
+	in[1] = x->d[x->rank - 1];
 	if (nsp == 2)
 		in[0] = x->d[2];
 

@@ -89,7 +89,14 @@ fold_into_producer(NnCtx *c, const float *a, const float *b)
 				prev->w[at] = a[n] * ((const float *) bm->cdata)[at];
 			}
 		for (int64_t n = 0; n < N; n++)
-			prev->b[n] = a[n] * (cm ? prev->f[1] * cm[ccols == 1 ? 0 : n] : 0.0f) + b[n];
+		{
+			/* Gemm's beta * C, broadcast along the row, is the old bias */
+			float		old_bias = 0.0f;
+
+			if (cm)
+				old_bias = prev->f[1] * cm[ccols == 1 ? 0 : n];
+			prev->b[n] = a[n] * old_bias + b[n];
+		}
 	}
 	else
 		return 0;
