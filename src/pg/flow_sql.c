@@ -113,94 +113,96 @@ option_int(const char *name, const char *text, int lo, int hi)
 	return (int) v;
 }
 
+/* Target of set_solve_option. */
+typedef struct SolveOptionTarget
+{
+	FlowSolveOptions *opt;
+	bool		intervals_given;
+} SolveOptionTarget;
+
 /*
- * Read inference options: method (euler, midpoint, rk4), steps,
- * quadrature (stage, simpson), div_intervals, guidance.  The combination is
- * checked by the core (for example, density needs guidance 0 or 1).
+ * Set one inference option: method (euler, midpoint, rk4), steps,
+ * quadrature (stage, simpson), div_intervals, guidance (alias w).  Raises
+ * on a bad name or value; the combination is checked afterwards.
  */
+static WdcStatus
+set_solve_option(const WdcEnv *env, void *target, const char *name, const char *text)
+{
+	SolveOptionTarget *t = target;
+	FlowSolveOptions *opt = t->opt;
+
+	if (strcmp(name, "method") == 0)
+	{
+		if (strcmp(text, "euler") == 0)
+			opt->method = FLOW_EULER;
+		else if (strcmp(text, "midpoint") == 0)
+			opt->method = FLOW_MIDPOINT;
+		else if (strcmp(text, "rk4") == 0)
+			opt->method = FLOW_RK4;
+		else
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("invalid value \"%s\" for flow option \"method\"", text),
+					 errhint("Expected \"euler\", \"midpoint\" or \"rk4\".")));
+	}
+	else if (strcmp(name, "quadrature") == 0)
+	{
+		if (strcmp(text, "stage") == 0)
+			opt->quadrature = FLOW_QUAD_STAGE;
+		else if (strcmp(text, "simpson") == 0)
+			opt->quadrature = FLOW_QUAD_SIMPSON;
+		else
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("invalid value \"%s\" for flow option \"quadrature\"", text),
+					 errhint("Expected \"stage\" or \"simpson\".")));
+	}
+	else if (strcmp(name, "steps") == 0)
+		opt->steps = option_int(name, text, 1, FLOW_MAX_STEPS);
+	else if (strcmp(name, "div_intervals") == 0)
+	{
+		opt->div_intervals = option_int(name, text, 2, FLOW_MAX_STEPS);
+		t->intervals_given = true;
+	}
+	else if (strcmp(name, "guidance") == 0 || strcmp(name, "w") == 0)
+		opt->guidance = option_double(name, text, -100, 100);
+	else
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("unknown flow option \"%s\"", name),
+				 errhint("Valid options are method, steps, quadrature, div_intervals and guidance.")));
+	return WDC_OK;
+}
+
+/* Raise unless options is NULL or a JSON object. */
+static void
+require_object(Jsonb *options, const char *what)
+{
+	if (options != NULL && !JB_ROOT_IS_OBJECT(options))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s must be a JSON object", what)));
+}
+
+/* Read inference options over the defaults and check them together. */
 static void
 solve_options_from_jsonb(Jsonb *options, FlowSolveOptions *opt, bool need_density)
 {
 	WdcEnv		env;
 	WdcError	error;
-	bool		intervals_given = false;
+	SolveOptionTarget target = {opt, false};
 
 	flow_solve_options_default(opt);
+	require_object(options, "flow options");
 	if (options != NULL)
-	{
-		JsonbIterator *it;
-		JsonbValue	k;
-		JsonbValue	v;
-		JsonbIteratorToken tok;
-
-		if (!JB_ROOT_IS_OBJECT(options))
-			ereport(ERROR,
-					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("flow options must be a JSON object")));
-		it = JsonbIteratorInit(&options->root);
-		while ((tok = JsonbIteratorNext(&it, &k, true)) != WJB_DONE)
-		{
-			char	   *name;
-			char	   *text;
-
-			if (tok != WJB_KEY)
-				continue;
-			name = pnstrdup(k.val.string.val, k.val.string.len);
-			tok = JsonbIteratorNext(&it, &v, true);
-			text = scalar_text(&v);
-			if (text == NULL)
-				ereport(ERROR,
-						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-						 errmsg("flow option \"%s\" must be a string or a number", name)));
-			if (strcmp(name, "method") == 0)
-			{
-				if (strcmp(text, "euler") == 0)
-					opt->method = FLOW_EULER;
-				else if (strcmp(text, "midpoint") == 0)
-					opt->method = FLOW_MIDPOINT;
-				else if (strcmp(text, "rk4") == 0)
-					opt->method = FLOW_RK4;
-				else
-					ereport(ERROR,
-							(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-							 errmsg("invalid value \"%s\" for flow option \"method\"", text),
-							 errhint("Expected \"euler\", \"midpoint\" or \"rk4\".")));
-			}
-			else if (strcmp(name, "quadrature") == 0)
-			{
-				if (strcmp(text, "stage") == 0)
-					opt->quadrature = FLOW_QUAD_STAGE;
-				else if (strcmp(text, "simpson") == 0)
-					opt->quadrature = FLOW_QUAD_SIMPSON;
-				else
-					ereport(ERROR,
-							(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-							 errmsg("invalid value \"%s\" for flow option \"quadrature\"", text),
-							 errhint("Expected \"stage\" or \"simpson\".")));
-			}
-			else if (strcmp(name, "steps") == 0)
-				opt->steps = option_int(name, text, 1, FLOW_MAX_STEPS);
-			else if (strcmp(name, "div_intervals") == 0)
-			{
-				opt->div_intervals = option_int(name, text, 2, FLOW_MAX_STEPS);
-				intervals_given = true;
-			}
-			else if (strcmp(name, "guidance") == 0 || strcmp(name, "w") == 0)
-				opt->guidance = option_double(name, text, -100, 100);
-			else
-				ereport(ERROR,
-						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-						 errmsg("unknown flow option \"%s\"", name),
-						 errhint("Valid options are method, steps, quadrature, div_intervals and guidance.")));
-		}
-	}
+		WdcApplyJsonbOptions(options, set_solve_option, &target, "flow");
 
 	/*
 	 * Simpson needs an even number of intervals that divides the steps.  When
 	 * only steps was given, use every second grid point (steps / 2) for an
 	 * even step count, else evaluate the divergence at the solver's stages.
 	 */
-	if (!intervals_given && opt->quadrature == FLOW_QUAD_SIMPSON &&
+	if (!target.intervals_given && opt->quadrature == FLOW_QUAD_SIMPSON &&
 		opt->steps % opt->div_intervals != 0)
 	{
 		if (opt->steps % 4 == 0)
@@ -769,72 +771,68 @@ report_progress(void *state, const FlowProgress *p)
 					p->rows_per_second, p->eta_seconds)));
 }
 
+/* Target of set_train_option. */
+typedef struct TrainOptionTarget
+{
+	FlowTrainOptions *opt;
+	char	   *class_column;
+} TrainOptionTarget;
+
+/* Set one training option; the names and ranges are those of flow.h. */
+static WdcStatus
+set_train_option(const WdcEnv *env, void *target, const char *name, const char *text)
+{
+	TrainOptionTarget *t = target;
+	FlowTrainOptions *opt = t->opt;
+
+#define INT_OPT(n, field, lo, hi) else if (strcmp(name, n) == 0) opt->field = option_int(name, text, lo, hi)
+#define DBL_OPT(n, field, lo, hi) else if (strcmp(name, n) == 0) opt->field = option_double(name, text, lo, hi)
+	if (strcmp(name, "class_column") == 0)
+		t->class_column = pstrdup(text);
+	else if (strcmp(name, "seed") == 0)
+		opt->seed = (uint64_t) option_double(name, text, 0, 9007199254740992.0);
+	INT_OPT("hidden", hidden, 8, FLOW_MAX_HIDDEN);
+	INT_OPT("layers", layers, 1, FLOW_MAX_LAYERS);
+	INT_OPT("embed_dim", embed_dim, 0, 256);
+	INT_OPT("batch_size", batch_size, 1, 65536);
+	INT_OPT("max_epochs", max_epochs, 1, 100000);
+	INT_OPT("patience", patience, 1, 100000);
+	INT_OPT("calibration_rows", calibration_rows, 0, 1000000);
+	DBL_OPT("learning_rate", learning_rate, 1e-12, 1);
+	DBL_OPT("weight_decay", weight_decay, 0, 0.999999);
+	DBL_OPT("beta1", beta1, 0, 0.999999);
+	DBL_OPT("beta2", beta2, 0, 0.999999);
+	DBL_OPT("adam_eps", adam_eps, 1e-30, 1);
+	DBL_OPT("min_delta", min_delta, 0, 1e30);
+	DBL_OPT("val_fraction", val_fraction, 0, 0.9);
+	DBL_OPT("p_null", p_null, 0, 1);
+	DBL_OPT("grad_clip", grad_clip, 1e-12, 1e30);
+	DBL_OPT("train_noise", train_noise, 0, 1);
+	DBL_OPT("init_std", init_std, 1e-12, 1);
+	DBL_OPT("film_gamma_bias", film_gamma_bias, -100, 100);
+	else
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("unknown training option \"%s\"", name),
+				 errhint("See the COMMENT of wdc.train_flow for the options and their ranges.")));
+#undef INT_OPT
+#undef DBL_OPT
+	return WDC_OK;
+}
+
+/* Read training options over the defaults and check them together. */
 static void
 train_options_from_jsonb(Jsonb *options, FlowTrainOptions *opt, char **class_column)
 {
-	JsonbIterator *it;
-	JsonbValue	k;
-	JsonbValue	v;
-	JsonbIteratorToken tok;
 	WdcEnv		env;
 	WdcError	error;
+	TrainOptionTarget target = {opt, NULL};
 
 	flow_train_options_default(opt);
-	*class_column = NULL;
-	if (options == NULL)
-		return;
-	if (!JB_ROOT_IS_OBJECT(options))
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("training options must be a JSON object")));
-	it = JsonbIteratorInit(&options->root);
-	while ((tok = JsonbIteratorNext(&it, &k, true)) != WJB_DONE)
-	{
-		char	   *name;
-		char	   *text;
-
-		if (tok != WJB_KEY)
-			continue;
-		name = pnstrdup(k.val.string.val, k.val.string.len);
-		JsonbIteratorNext(&it, &v, true);
-		text = scalar_text(&v);
-		if (text == NULL)
-			ereport(ERROR,
-					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("training option \"%s\" must be a string or a number", name)));
-#define INT_OPT(n, field, lo, hi) else if (strcmp(name, n) == 0) opt->field = option_int(name, text, lo, hi)
-#define DBL_OPT(n, field, lo, hi) else if (strcmp(name, n) == 0) opt->field = option_double(name, text, lo, hi)
-		if (strcmp(name, "class_column") == 0)
-			*class_column = text;
-		else if (strcmp(name, "seed") == 0)
-			opt->seed = (uint64_t) option_double(name, text, 0, 9007199254740992.0);
-		INT_OPT("hidden", hidden, 8, FLOW_MAX_HIDDEN);
-		INT_OPT("layers", layers, 1, FLOW_MAX_LAYERS);
-		INT_OPT("embed_dim", embed_dim, 0, 256);
-		INT_OPT("batch_size", batch_size, 1, 65536);
-		INT_OPT("max_epochs", max_epochs, 1, 100000);
-		INT_OPT("patience", patience, 1, 100000);
-		INT_OPT("calibration_rows", calibration_rows, 0, 1000000);
-		DBL_OPT("learning_rate", learning_rate, 1e-12, 1);
-		DBL_OPT("weight_decay", weight_decay, 0, 0.999999);
-		DBL_OPT("beta1", beta1, 0, 0.999999);
-		DBL_OPT("beta2", beta2, 0, 0.999999);
-		DBL_OPT("adam_eps", adam_eps, 1e-30, 1);
-		DBL_OPT("min_delta", min_delta, 0, 1e30);
-		DBL_OPT("val_fraction", val_fraction, 0, 0.9);
-		DBL_OPT("p_null", p_null, 0, 1);
-		DBL_OPT("grad_clip", grad_clip, 1e-12, 1e30);
-		DBL_OPT("train_noise", train_noise, 0, 1);
-		DBL_OPT("init_std", init_std, 1e-12, 1);
-		DBL_OPT("film_gamma_bias", film_gamma_bias, -100, 100);
-		else
-			ereport(ERROR,
-					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("unknown training option \"%s\"", name),
-					 errhint("See the COMMENT of wdc.train_flow for the options and their ranges.")));
-#undef INT_OPT
-#undef DBL_OPT
-	}
+	require_object(options, "training options");
+	if (options != NULL)
+		WdcApplyJsonbOptions(options, set_train_option, &target, "training");
+	*class_column = target.class_column;
 	WdcFitsEnvInit(&env, &error);
 	if (flow_train_options_check(&env, opt) != WDC_OK)
 		WdcFitsRaise(&error);
