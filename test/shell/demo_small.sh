@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The main job end to end on the small real frames: scripts/demo --small
 # against the server named by the PG* environment, in a database of its
-# own, then checks of its tables, report and HTML page.
+# own, then checks of its tables, report and HTML page, then every SQL
+# block of docs/TOUR.md on the demo's tables.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 db=wdc_demo_small
@@ -61,3 +62,11 @@ while read -r b64; do
 done < <(grep -o 'data:image/png;base64,[^"]*' "$out/html/index.html" | cut -d, -f2)
 [ "$n" -ge 9 ] || fail "HTML page has $n images"
 echo "ok - HTML page has $n PNG cutouts"
+
+# the tour runs as written
+if [ "$(q "SELECT to_regproc('wdc.train_flow') IS NOT NULL")" = t ]; then
+	awk '/^```sql$/ { f = 1; next } /^```$/ { f = 0 } f' docs/TOUR.md >"$out/tour.sql"
+	psql -X -q -v ON_ERROR_STOP=1 -c 'SET client_min_messages = warning' -f "$out/tour.sql" >"$out/tour.out" 2>&1 ||
+		{ cat "$out/tour.out"; fail "a statement of docs/TOUR.md failed"; }
+	echo "ok - docs/TOUR.md runs ($(grep -c '^' "$out/tour.sql") lines of SQL)"
+fi
