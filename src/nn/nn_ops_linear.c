@@ -49,6 +49,25 @@ nn_sgemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k,
 				b, (blasint) ldb, beta, c, (blasint) ldc);
 }
 
+/*
+ * Reject GEMM dimensions beyond what cblas_sgemm's int arguments take.
+ * rows includes the k tangent directions that JVPs stack into one GEMM.
+ */
+static WdcStatus
+check_gemm_dims(NnCtx *c, int64_t rows, int64_t cols, int64_t inner)
+{
+	int64_t		k = c->plan->jvp_k > 1 ? c->plan->jvp_k : 1;
+
+	if (rows > INT32_MAX / k || cols > INT32_MAX / k || inner > INT32_MAX ||
+		rows * cols > NN_MAX_NUMEL)
+		return wdc_error(c->env, WDC_ERR_LIMIT,
+						 "matrix product of node \"%s\" (%s) is too large",
+						 c->step->node->proto->name ? c->step->node->proto->name : "",
+						 c->step->op->name),
+			wdc_error_hint(c->env, "Plan for a smaller batch size.");
+	return WDC_OK;
+}
+
 /* --- fused activation ------------------------------------------------- */
 
 /*
@@ -500,6 +519,9 @@ conv_prepare(NnCtx *c)
 	kg = w->d[1] * s->p[P_KH] * s->p[P_KW];
 	mg = w->d[0] / G;
 	s->p[P_IMGS] = conv_chunk(s->p, kg, mg, x->d[0]);
+	st = check_gemm_dims(c, mg, s->p[P_IMGS] * s->p[P_OH] * s->p[P_OW], kg);
+	if (st != WDC_OK)
+		return st;
 	s->scratch = conv_scratch(s->p, w->d[1], kg, mg, s->p[P_IMGS]);
 	s->tscratch = s->scratch;
 	window_out_shape(s, w->d[0], &out);
@@ -633,6 +655,10 @@ convt_prepare(NnCtx *c)
 	}
 	if (s->p[P_OH] < 1 || s->p[P_OW] < 1)
 		return nn_invalid(c, "empty output");
+	st = check_gemm_dims(c, w->d[1] * s->p[P_KH] * s->p[P_KW],
+						 s->p[P_H] * s->p[P_W], w->d[0] / G);
+	if (st != WDC_OK)
+		return st;
 	s->scratch = (size_t) (w->d[1] * s->p[P_KH] * s->p[P_KW]) *
 		(size_t) (s->p[P_H] * s->p[P_W]) * sizeof(float);
 	s->tscratch = s->scratch;
@@ -747,6 +773,7 @@ gemm_prepare(NnCtx *c)
 				N,
 				K;
 	NnShape		out;
+	WdcStatus	st;
 
 	if (nn_in_elem(c, 0) != WDC_NN_FLOAT || nn_in_elem(c, 1) != WDC_NN_FLOAT)
 		return nn_unsupported(c, "non-float inputs");
@@ -758,6 +785,9 @@ gemm_prepare(NnCtx *c)
 	if ((tb ? b->d[1] : b->d[0]) != K)
 		return nn_invalid(c, "inner dimensions %lld and %lld differ",
 						  (long long) K, (long long) (tb ? b->d[1] : b->d[0]));
+	st = check_gemm_dims(c, M, N, K);
+	if (st != WDC_OK)
+		return st;
 	s->p[G_M] = M;
 	s->p[G_N] = N;
 	s->p[G_K] = K;
@@ -959,6 +989,14 @@ matmul_prepare(NnCtx *c)
 	s->p[MM_BATCH] = batch;
 	s->p[MM_B2D] = b.rank == 2;
 	s->p[MM_RANK] = br;
+	{
+		/* with a shared B, all batch rows go through one GEMM */
+		WdcStatus	st = check_gemm_dims(c, s->p[MM_M] * (s->p[MM_B2D] ? batch : 1),
+										 s->p[MM_N], s->p[MM_K]);
+
+		if (st != WDC_OK)
+			return st;
+	}
 	if (!a1)
 		out.d[out.rank++] = s->p[MM_M];
 	if (!b1)

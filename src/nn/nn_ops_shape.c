@@ -240,7 +240,7 @@ dropout_prepare(NnCtx *c)
 /* --- Transpose ------------------------------------------------------------ */
 
 /*
- * Strided copy shared by Transpose and Slice: out element (i0..ir) reads
+ * Strided copy shared by Transpose, Slice and Expand: out element (i0..ir) reads
  * in[base + sum i_d * stride_d].  p[0] rank, p[1] base, p[2..9] out dims,
  * p[10..17] strides, p[47] int64 flag.
  */
