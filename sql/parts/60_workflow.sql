@@ -3,10 +3,10 @@
 -- catalog workflow: ingest trigger, backfill jobs
 -- ==========================================================================
 --
--- Nothing here is SECURITY DEFINER: every function runs with the caller's
+-- Nothing here is SECURITY DEFINER.  Every function runs with the caller's
 -- privileges, so a role that cannot read a table cannot read it through
--- wdc, and wdc.attach and wdc.backfill check that the caller owns the table
--- (or is a member of the owning role).  Functions that run SQL pin
+-- wdc.  wdc.attach and wdc.backfill also check that the caller owns the
+-- table (or is a member of the owning role).  Functions that run SQL pin
 -- search_path; identifiers reach dynamic SQL only through format('%I') or a
 -- regclass's quoted text.
 
@@ -165,7 +165,8 @@ COMMENT ON FUNCTION wdc.detach(regclass, name, name) IS
 -- ==========================================================================
 
 -- Each role sees and writes only its own job rows (row-level security), so
--- the row keys recorded with errors stay private to whoever ran the job.
+-- the row keys recorded with errors stay private to the role that ran the
+-- job.
 CREATE TABLE wdc.jobs (
 	job bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
 	table_name regclass NOT NULL,

@@ -16,9 +16,9 @@
  *							condition, a jsonb object keyed by column name
  *
  * The trigger modifies NEW and returns it, so the row is written once.  It
- * encodes only when the source column is new (INSERT) or changed (UPDATE);
- * an UPDATE that leaves the source alone but changes the latent or a
- * condition column rescores the latent; any other UPDATE costs a few
+ * encodes only when the source column is new (INSERT) or changed (UPDATE).
+ * An UPDATE that leaves the source alone but changes the latent or a
+ * condition column rescores the latent.  Any other UPDATE costs a few
  * comparisons.  An
  * INSERT that already carries a latent tagged with the model's current
  * fingerprint keeps it, so reloading a dump or a replicated row does not
@@ -274,9 +274,9 @@ get_plans(Trigger *trigger, TupleDesc desc, const EmbedConfig *config)
 		/*
 		 * The condition goes to the flow as jsonb keyed by column name, the
 		 * form its training query's column names define.  Names travel as
-		 * parameters; the function name comes from a fixed list and the type
-		 * from format_type_be, which quotes it, so no user text reaches the
-		 * query.
+		 * parameters.  The function name comes from a fixed list and the
+		 * type from format_type_be, which quotes it, so no user text reaches
+		 * the query.
 		 */
 		initStringInfo(&q);
 		appendStringInfo(&q, "SELECT CAST(wdc.%s($1, $2", config->score_function);
@@ -388,12 +388,14 @@ same_value(Datum a, bool anull, Datum b, bool bnull, Form_pg_attribute att)
 
 /*
  * Run a one-row, one-column plan and return its value copied into the
- * caller's context (outside SPI).  On error, raise a message naming the
- * row and the model, keeping the original SQLSTATE and text as detail.
+ * caller's context (outside SPI).  An error is raised again with the row
+ * and the model in front of its message; SQLSTATE, detail and hint stay.
+ * The row key is described before the plan runs because no catalog lookup
+ * is safe between catching an error and raising it again.
  */
 static Datum
-run_plan(SPIPlanPtr plan, Datum *args, const char *nulls, bool *isnull,
-		 Relation rel, HeapTuple tuple, const char *what, const char *model)
+run_plan(SPIPlanPtr plan, Datum *args, bool *isnull, const char *key,
+		 Relation rel, const char *what, const char *model)
 {
 	MemoryContext cxt = CurrentMemoryContext;
 	Datum		value = (Datum) 0;
@@ -401,7 +403,7 @@ run_plan(SPIPlanPtr plan, Datum *args, const char *nulls, bool *isnull,
 	*isnull = true;
 	PG_TRY();
 	{
-		int			rc = SPI_execute_plan(plan, args, nulls, true, 1);
+		int			rc = SPI_execute_plan(plan, args, NULL, true, 1);
 
 		if (rc != SPI_OK_SELECT || SPI_processed != 1)
 			elog(ERROR, "wdc.embed_trigger query returned %s", SPI_result_code_string(rc));
@@ -416,23 +418,15 @@ run_plan(SPIPlanPtr plan, Datum *args, const char *nulls, bool *isnull,
 	PG_CATCH();
 	{
 		ErrorData  *edata;
-		char	   *key;
 
-		/*
-		 * The statement is aborted anyway: replace the error with one that
-		 * names the row, and let transaction abort clean up SPI.
-		 */
+		/* the statement aborts anyway, and transaction abort cleans up SPI */
 		MemoryContextSwitchTo(cxt);
 		edata = CopyErrorData();
 		FlushErrorState();
-		key = row_key(rel, tuple);
-		ereport(ERROR,
-				(errcode(edata->sqlerrcode),
-				 errmsg("could not %s row %s of table \"%s\" with model \"%s\": %s",
-						what, key, RelationGetRelationName(rel), model,
-						edata->message),
-				 edata->detail ? errdetail("%s", edata->detail) : 0,
-				 edata->hint ? errhint("%s", edata->hint) : 0));
+		edata->message = psprintf("could not %s row %s of table \"%s\" with model \"%s\": %s",
+								  what, key, RelationGetRelationName(rel), model,
+								  edata->message);
+		ReThrowError(edata);
 	}
 	PG_END_TRY();
 	return value;
@@ -452,6 +446,7 @@ embed_trigger(PG_FUNCTION_ARGS)
 	bool		rescore = false;
 	bool		src_null;
 	Datum		src;
+	char	   *key;
 	int			cols[2];
 	Datum		vals[2];
 	bool		nulls[2];
@@ -538,6 +533,7 @@ embed_trigger(PG_FUNCTION_ARGS)
 		return PointerGetDatum(newtuple);
 
 	/* 3. encode and score through the prepared plans */
+	key = row_key(rel, newtuple);
 	SPI_connect();
 	{
 		EmbedPlans *plans = get_plans(tdata->tg_trigger, desc, &config);
@@ -550,7 +546,7 @@ embed_trigger(PG_FUNCTION_ARGS)
 			{
 				Datum		args[2] = {CStringGetTextDatum(config.model), src};
 
-				z = run_plan(plans->encode, args, NULL, &z_null, rel, newtuple,
+				z = run_plan(plans->encode, args, &z_null, key, rel,
 							 "encode", config.model);
 			}
 			cols[ncols] = config.target;
@@ -581,8 +577,8 @@ embed_trigger(PG_FUNCTION_ARGS)
 
 			/* an incomplete condition cannot be scored: the score is NULL */
 			if (!z_null && !cond_null)
-				score = run_plan(plans->score, args, NULL, &score_null, rel,
-								 newtuple, "score", config.flow);
+				score = run_plan(plans->score, args, &score_null, key, rel,
+								 "score", config.flow);
 			cols[ncols] = config.score;
 			vals[ncols] = score;
 			nulls[ncols] = score_null;

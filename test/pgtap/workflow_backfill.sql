@@ -22,9 +22,9 @@ $$;
 CREATE TABLE cat (id int PRIMARY KEY, cutout real[], z latent);
 INSERT INTO cat SELECT i, img(i) FROM generate_series(1, 50) i;
 
--- every committed write of a latent is logged, to count encodings per row;
--- the logging trigger pins its own search_path, because wdc.backfill runs
--- its UPDATE (and so the table's triggers) under search_path pg_catalog
+-- Every committed write of a latent is logged, to count encodings per row.
+-- The logging trigger pins its own search_path because wdc.backfill runs
+-- its UPDATE, and so the table's triggers, under search_path pg_catalog.
 CREATE TABLE writes (id int, z latent);
 CREATE FUNCTION log_write() RETURNS trigger LANGUAGE plpgsql SET search_path = public AS $$
 BEGIN

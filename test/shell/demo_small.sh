@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# The main job end to end on the small real frames: scripts/demo --small
-# against the server named by the PG* environment, in a database of its
-# own, then checks of its tables, report and HTML page, then every SQL
-# block of docs/TOUR.md on the demo's tables.
+# The main job end to end on the small real frames.  Runs scripts/demo
+# --small against the server named by the PG* environment, in a database
+# of its own, and checks its tables, report and HTML page.  Then runs every
+# SQL block of docs/TOUR.md on the demo's tables.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 db=wdc_demo_small
