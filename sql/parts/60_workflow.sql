@@ -122,6 +122,11 @@ BEGIN
 	END IF;
 	IF options ? 'flow' THEN
 		PERFORM wdc.column_type(tbl, (options->>'score')::name, 'score');
+		IF NOT EXISTS (SELECT 1 FROM wdc.model m WHERE m.name = options->>'flow' AND m.kind = 'flow') THEN
+			RAISE EXCEPTION 'flow "%" is not loaded', options->>'flow'
+				USING ERRCODE = 'undefined_object',
+				      HINT = 'Train one with wdc.train_flow; SELECT * FROM wdc.models lists the loaded models.';
+		END IF;
 		args := args || format(', %L, %L', 'flow=' || (options->>'flow'),
 		                       'score=' || (options->>'score'));
 		IF options ? 'score_function' THEN

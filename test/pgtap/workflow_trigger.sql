@@ -4,7 +4,7 @@
 \set models `pwd`/test/fixtures/models/
 \set ON_ERROR_STOP 1
 BEGIN;
-SELECT plan(43);
+SELECT plan(44);
 
 SELECT wdc.load_model('tiny_enc', pg_read_binary_file(:'models' || 'tiny_encoder.onnx')) AS v \gset
 
@@ -90,6 +90,8 @@ SELECT throws_ok($$SELECT wdc.attach('obs', 'cutout', 'z', 'tiny_enc', '{"flow":
 	'options flow and score go together', 'flow without score');
 SELECT throws_ok($$SELECT wdc.attach('obs', 'cutout', 'z', 'tiny_enc', '{"trigger_name": "t2", "flow": "f", "score": "s", "condition": ["nope"]}')$$, '42703',
 	'score column "s" does not exist in table public.obs', 'missing score column');
+SELECT throws_ok($$SELECT wdc.attach('obs', 'cutout', 'z', 'tiny_enc', '{"trigger_name": "t2", "flow": "nope", "score": "note"}')$$, '42704',
+	'flow "nope" is not loaded', 'unknown flow');
 SELECT throws_ok($$SELECT wdc.attach('obs', 'cutout', 'z', 'tiny_enc')$$, '42710', NULL,
 	'attaching twice under one name fails');
 
