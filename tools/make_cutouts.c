@@ -183,7 +183,7 @@ main(int argc, char **argv)
 
 		write_floats(raw_f, cut.pixels, n, "raw.f32");
 		write_floats(input_f, prepared.pixels, n, "input.f32");
-		fprintf(index_f, "%s\t%d\t%lld\t%.3f\t%.3f\t%zu\n", path, hdu, plane, x, y, nan_count);
+		fprintf(index_f, "%s\t%d\t%lld\t%.17g\t%.17g\t%zu\n", path, hdu, plane, x, y, nan_count);
 		kept++;
 		wdc_image_free(&env, &cut);
 		wdc_image_free(&env, &prepared);

@@ -1,0 +1,134 @@
+#!/usr/bin/env bash
+# Encoding throughput of the reference VAE encoder (models/) on real
+# cutouts, in one run, all on one core:
+#   - SQL per row:  SELECT count(wdc.encode(model, version, img)) over N
+#                   stored cutouts (real[32][32]), preprocessing included;
+#   - SQL batched:  wdc.encode_batch over groups of B cutouts (array_agg),
+#                   for B in BATCHES;
+#   - C:            wdc's runtime called directly (bench/encode_bench.c),
+#                   preprocess + batch 1, batch 1, batch 64;
+#   - PyTorch 1.13: the same ONNX graph rebuilt as torch modules
+#                   (bench/encode_torch.py), batch 1 and batch 64, on the
+#                   same preprocessed arrays.
+# Images per second are per core: parallel query is off and OpenBLAS and
+# PyTorch run one thread each.  Every figure is the fastest of REPEAT runs,
+# because other jobs on a shared machine only ever add time.
+#
+#   bench/encode_bench.sh                      throwaway cluster (pg_virtualenv)
+#   WDC_BENCH_USE_ENV=1 bench/encode_bench.sh  server named by PG* variables
+#
+# Settings: N images (default 10000; the real cutouts repeat when there are
+# fewer), BATCHES ("64 256 1000"), REPEAT (3), WDC_DESTDIR (an
+# extension_destdir staging directory from "make install DESTDIR=...",
+# else the installed wdc).
+# Needs data/vae from tools/make_cutouts.sh (made here when missing; that
+# needs scripts/fetch-data --all) and /usr/bin/python3 with torch and onnx.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+N=${N:-10000}
+BATCHES=${BATCHES:-"64 256 1000"}
+REPEAT=${REPEAT:-3}
+encoder=models/wdc_vae32_encoder.onnx
+data=data/vae
+
+if [ -z "${WDC_BENCH_USE_ENV:-}" ]; then
+	[ -f "$data/index.tsv" ] || tools/make_cutouts.sh "$data"
+	opts=(-o "max_parallel_workers_per_gather=0")
+	[ -n "${WDC_DESTDIR:-}" ] && opts+=(-o "extension_destdir=$WDC_DESTDIR")
+	exec env WDC_BENCH_USE_ENV=1 pg_virtualenv -t -v 15 "${opts[@]}" "$0" "$@"
+fi
+
+work=$(mktemp -d)
+chmod 755 "$work"
+trap 'rm -rf "$work"' EXIT
+psql_q() { psql -X -q -v ON_ERROR_STOP=1 -At "$@"; }
+preprocessing=$(/usr/bin/python3 -c '
+import json
+p = json.load(open("'"$data"'/preprocessing.json"))["preprocessing"]
+print(" ".join("%s=%s" % kv for kv in p.items()))')
+
+echo "# encode_bench: N=$N, best of $REPEAT, $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "# $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
+
+# --- C driver on the runtime, without PostgreSQL
+mkdir -p build/bench
+[ -f build/onnx/onnx.pb-c.c ] || make build/onnx/onnx.pb-c.c >/dev/null
+gcc -O2 -std=gnu11 -Wall -Wno-unused-parameter -Isrc -Ibuild/onnx \
+	-o build/bench/encode_bench bench/encode_bench.c \
+	src/core/*.c src/nn/*.c src/fits/*.c build/onnx/onnx.pb-c.c \
+	-lopenblas -lcfitsio -lwcs -lprotobuf-c -lpng16 -lz -lm
+OPENBLAS_NUM_THREADS=1 build/bench/encode_bench "$encoder" "$data/raw.f32" "$N" "$REPEAT" $preprocessing
+
+# --- PyTorch on the preprocessed arrays the C driver made from the same cutouts
+OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 /usr/bin/python3 bench/encode_torch.py \
+	"$encoder" "$data/input.f32" "$N" "$REPEAT"
+
+# --- SQL: N stored cutouts, cut by wdc.fits_cutout from the real frames
+cp "$encoder" "$work/encoder.onnx"
+awk -v root="$PWD" -v OFS='\t' '{ print NR, root "/" $1, $2, $3, $4, $5 }' \
+	"$data/index.tsv" > "$work/index.tsv"
+chmod 644 "$work"/*
+psql_q <<SQL
+CREATE EXTENSION IF NOT EXISTS wdc;
+DROP TABLE IF EXISTS eb_source, eb_cutouts;
+SELECT wdc.drop_model(name) FROM wdc.models WHERE name = 'eb_vae';
+CREATE TABLE eb_source (n int, path text, hdu int, plane int, x float8, y float8);
+\copy eb_source FROM '$work/index.tsv'
+CREATE TABLE eb_cutouts (id int PRIMARY KEY, img real[]);
+INSERT INTO eb_cutouts
+SELECT i, wdc.fits_cutout(s.path, s.x, s.y, 32, s.hdu, nullif(s.plane, 0))
+FROM generate_series(1, $N) i
+JOIN eb_source s ON s.n = (i - 1) % (SELECT count(*) FROM eb_source) + 1;
+VACUUM ANALYZE eb_cutouts;
+SELECT wdc.load_model('eb_vae', pg_read_binary_file('$work/encoder.onnx'), '{}');
+SQL
+version=$(psql_q -c "SELECT version FROM wdc.models WHERE name = 'eb_vae'")
+
+# Time one statement in the server (clock_timestamp around EXECUTE), best
+# of REPEAT runs, and print "label images/s seconds result".
+time_sql() {
+	psql_q <<-SQL
+	SET max_parallel_workers_per_gather = 0;
+	DO \$\$
+	DECLARE
+		t0 timestamptz;
+		s float8 := 'Infinity';
+		r text;
+	BEGIN
+		PERFORM wdc.encode('eb_vae', $version, img) FROM eb_cutouts WHERE id = 1;
+		FOR k IN 1..$REPEAT LOOP
+			t0 := clock_timestamp();
+			EXECUTE \$q\$ $2 \$q\$ INTO r;
+			s := least(s, extract(epoch FROM clock_timestamp() - t0));
+		END LOOP;
+		RAISE NOTICE '$1 % % %', round($N / s), round(s::numeric, 3), r;
+	END
+	\$\$;
+	SQL
+}
+time_sql sql_scan_only "SELECT count(img)::text FROM eb_cutouts" 2>&1 | sed 's/^NOTICE:  //'
+time_sql sql_per_row \
+	"SELECT count(wdc.encode('eb_vae', $version, img))::text FROM eb_cutouts" 2>&1 | sed 's/^NOTICE:  //'
+for b in $BATCHES; do
+	time_sql "sql_array_agg_$b" \
+		"SELECT sum(cardinality(imgs))::text FROM (SELECT array_agg(img ORDER BY id) AS imgs FROM eb_cutouts GROUP BY (id - 1) / $b) g" \
+		2>&1 | sed 's/^NOTICE:  //'
+	time_sql "sql_batch_$b" \
+		"SELECT sum(cardinality(wdc.encode_batch('eb_vae', $version, imgs)))::text FROM (SELECT array_agg(img ORDER BY id) AS imgs FROM eb_cutouts GROUP BY (id - 1) / $b) g" \
+		2>&1 | sed 's/^NOTICE:  //'
+done
+
+# The per-row and batched latents agree (sum of all elements, and the
+# largest elementwise difference).
+psql_q <<SQL
+SET max_parallel_workers_per_gather = 0;
+WITH r AS (SELECT id, wdc.encode('eb_vae', $version, img)::real[] AS z FROM eb_cutouts),
+     b AS (SELECT g * 256 + k AS id, zs[k]::real[] AS z
+           FROM (SELECT (id - 1) / 256 AS g,
+                        wdc.encode_batch('eb_vae', $version, array_agg(img ORDER BY id)) AS zs
+                 FROM eb_cutouts GROUP BY 1) t,
+                generate_series(1, cardinality(zs)) k)
+SELECT 'checksum sql_per_row ' || round(sum(a::float8)::numeric, 6) ||
+       ' max_abs_diff_batch ' || max(abs(a - c))
+FROM r JOIN b USING (id), unnest(r.z, b.z) u(a, c);
+SQL
