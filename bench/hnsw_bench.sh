@@ -52,13 +52,13 @@ INSERT INTO hb_items
 SELECT i, (SELECT array_agg((c.c[j] + $SPREAD * sqrt(-2 * ln(1 - random())) *
                              cos(2 * pi() * random()))::real ORDER BY j)
            FROM generate_series(1, $D) j)::latent
-FROM generate_series(1, $N) i JOIN hb_centres c ON c.k = (i * 7919) % $K;
+FROM generate_series(1, $N) i JOIN hb_centres c ON c.k = (i::bigint * 7919) % $K;
 CREATE TABLE hb_queries (qid int PRIMARY KEY, z latent($D));
 INSERT INTO hb_queries
 SELECT i, (SELECT array_agg((c.c[j] + $SPREAD * sqrt(-2 * ln(1 - random())) *
                              cos(2 * pi() * random()))::real ORDER BY j)
            FROM generate_series(1, $D) j)::latent
-FROM generate_series(1, $Q) i JOIN hb_centres c ON c.k = (i * 104729) % $K;
+FROM generate_series(1, $Q) i JOIN hb_centres c ON c.k = (i::bigint * 104729) % $K;
 VACUUM ANALYZE hb_items;
 VACUUM ANALYZE hb_queries;
 SQL
