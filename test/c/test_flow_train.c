@@ -144,9 +144,9 @@ test_density_and_pvalue(void)
 	/*
 	 * Samples follow the mixture.  Their exact mean log density is the
 	 * cross-entropy E_q[log p], which punishes every sample that lands
-	 * between modes.  So it sits further from the data's value than the
-	 * held-out score can: about 0.1 nats here, against about 5 nats for
-	 * a Gaussian with the data's mean and covariance.
+	 * between modes, so the bound is looser than for held-out rows.  The
+	 * gap was about 0.1 nats here, against about 5 nats for a Gaussian with
+	 * the data's mean and covariance.
 	 */
 	{
 		float	   *samples = malloc(sizeof(float) * n_test * DIM);
