@@ -61,6 +61,15 @@ extern void flow_net_forward(const FlowModel *m, FlowNetWork *w, int n,
 							 const float *x, double t, const float *film,
 							 float *v, double *div);
 
+/* flow_train.c */
+extern WdcStatus flow_train_batch_gradient(const WdcEnv *env, const FlowModel *m,
+										   int n, const float *x_t, const float *t,
+										   const float *target,
+										   const float *numeric,
+										   const int32_t *cls,
+										   const uint8_t *use_null,
+										   double *loss, float *grad);
+
 /* flow_model.c */
 extern WdcStatus flow_model_alloc(const WdcEnv *env, int d, int hidden,
 								  int layers, int n_numeric, int n_classes,

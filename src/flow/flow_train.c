@@ -77,6 +77,8 @@ typedef struct TrainData
 	float	   *val_t;			/* [n_val] */
 } TrainData;
 
+static void param_view(const FlowModel *m, float *base, FlowModel *view);
+
 static double
 now_seconds(void)
 {
@@ -371,6 +373,59 @@ train_backward(const FlowModel *m, const FlowModel *g, TrainWork *w, int n)
 			}
 		}
 	}
+}
+
+/*
+ * Mean squared error and its gradient for one hand-made batch, for gradient
+ * checks.  x_t [n][d] and t [n] are the path points, target [n][d] the
+ * velocities, numeric [n][n_numeric] the z-scored numeric conditions (NULL
+ * without), cls [n] class indices and use_null [n] the rows that take the
+ * null condition.  grad [n_params] receives the gradient.
+ */
+WdcStatus
+flow_train_batch_gradient(const WdcEnv *env, const FlowModel *m, int n,
+						  const float *x_t, const float *t,
+						  const float *target, const float *numeric,
+						  const int32_t *cls, const uint8_t *use_null,
+						  double *loss, float *grad)
+{
+	TrainWork	w;
+	FlowModel	g;
+	WdcStatus	st;
+	int			r;
+	int			M = m->cond_dim;
+
+	st = train_work_alloc(env, m, n, &w);
+	if (st != WDC_OK)
+		return st;
+	for (r = 0; r < n; r++)
+	{
+		float	   *c = w.code + (size_t) r * (M > 0 ? M : 1);
+
+		memcpy(w.input + (size_t) r * (m->d + 1), x_t + (size_t) r * m->d,
+			   (size_t) m->d * sizeof(float));
+		w.input[(size_t) r * (m->d + 1) + m->d] = t[r];
+		w.use_null[r] = use_null[r];
+		w.cls[r] = cls ? cls[r] : -1;
+		if (M > 0 && use_null[r])
+			memcpy(c, m->null_cond, (size_t) M * sizeof(float));
+		else if (M > 0)
+		{
+			if (m->n_numeric > 0)
+				memcpy(c, numeric + (size_t) r * m->n_numeric,
+					   (size_t) m->n_numeric * sizeof(float));
+			if (m->n_classes > 0)
+				memcpy(c + m->n_numeric, m->class_embed + (size_t) cls[r] * m->embed_dim,
+					   (size_t) m->embed_dim * sizeof(float));
+		}
+	}
+	memcpy(w.target, target, (size_t) n * m->d * sizeof(float));
+	param_view(m, w.grad, &g);
+	*loss = train_forward(m, &w, n);
+	train_backward(m, &g, &w, n);
+	memcpy(grad, w.grad, m->n_params * sizeof(float));
+	train_work_free(env, &w);
+	return WDC_OK;
 }
 
 /* Clip the global gradient norm (as torch.nn.utils.clip_grad_norm_). */

@@ -180,6 +180,82 @@ test_batch_independence(void)
 	free(div);
 }
 
+/*
+ * Backpropagated gradient against central differences of the loss, for
+ * parameters drawn from every block (layers, FiLM, class embedding, null
+ * condition).
+ */
+static void
+test_gradient_matches_differences(void)
+{
+	WdcEnv		env;
+	WdcError	err;
+	FlowModel  *m;
+	int			n = 6;
+	int			d = 3;
+	float		x_t[18];
+	float		t[6] = {0.1f, 0.5f, 0.9f, 0.3f, 0.7f, 0.2f};
+	float		target[18];
+	float		numeric[12];
+	int32_t		cls[6] = {0, 1, 2, 1, 0, 2};
+	uint8_t		use_null[6] = {0, 0, 1, 0, 0, 1};
+	float	   *grad;
+	float	   *scratch;
+	double		loss;
+	FlowRng		rng;
+	double		worst = 0.0;
+	size_t		worst_at = 0;
+	char		why[128];
+	int			i;
+	int			probe;
+
+	wdc_env_init_default(&env, &err);
+	m = random_model(&env, d, 8, 3, 21);
+	flow_rng_seed(&rng, 22);
+	for (i = 0; i < 18; i++)
+	{
+		x_t[i] = (float) flow_rng_normal(&rng);
+		target[i] = (float) flow_rng_normal(&rng);
+	}
+	for (i = 0; i < 12; i++)
+		numeric[i] = (float) flow_rng_normal(&rng);
+	grad = malloc(sizeof(float) * m->n_params);
+	scratch = malloc(sizeof(float) * m->n_params);
+	flow_train_batch_gradient(&env, m, n, x_t, t, target, numeric, cls,
+							  use_null, &loss, grad);
+
+	for (probe = 0; probe < 300; probe++)
+	{
+		size_t		j = (size_t) flow_rng_below(&rng, m->n_params);
+		float		keep = m->params[j];
+		float		step = 1e-2f;
+		double		up;
+		double		down;
+		double		fd;
+
+		m->params[j] = keep + step;
+		flow_train_batch_gradient(&env, m, n, x_t, t, target, numeric, cls,
+								  use_null, &up, scratch);
+		m->params[j] = keep - step;
+		flow_train_batch_gradient(&env, m, n, x_t, t, target, numeric, cls,
+								  use_null, &down, scratch);
+		m->params[j] = keep;
+		fd = (up - down) / (2.0 * step);
+		if (fabs(fd - grad[j]) / (1e-2 + fabs(fd)) > worst)
+		{
+			worst = fabs(fd - grad[j]) / (1e-2 + fabs(fd));
+			worst_at = j;
+		}
+	}
+	snprintf(why, sizeof(why), "worst relative difference %.2e at parameter %zu",
+			 worst, worst_at);
+	printf("# gradient %s\n", why);
+	wdc_test_case("gradient matches differences", worst < 2e-2, why);
+	free(grad);
+	free(scratch);
+	flow_free(&env, m);
+}
+
 /* p-values against a hand-made calibration set. */
 static void
 test_pvalue(void)
@@ -213,6 +289,7 @@ main(void)
 	test_divergence_matches_differences(4);
 	test_divergence_matches_differences(17);
 	test_batch_independence();
+	test_gradient_matches_differences();
 	test_pvalue();
 	return wdc_test_summary();
 }
