@@ -5,9 +5,12 @@
  *
  * Per-row wdc.encode runs the model's batch-1 plan once per image.  Here the
  * images of one call are preprocessed one by one, with the model's declared
- * steps exactly as wdc.encode applies them, and packed back to back.
- * WdcModelRun then feeds groups of 64 samples to a plan made for batch 64,
- * so each layer is one large GEMM instead of 64 small ones.
+ * steps exactly as wdc.encode applies them, and packed back to back in a
+ * group of 64.  Each full group goes to WdcModelRun, which runs it through a
+ * plan made for batch 64, so each layer is one large GEMM instead of 64
+ * small ones.  Running group by group, instead of after preprocessing every
+ * image of the call, keeps the packed input (64 x 4 KB for 32 x 32 images)
+ * in cache and bounds the memory a large call needs.
  *
  * Two input forms, each with and without an explicit version:
  *	- bytea[]: FITS files, first image HDU of each; a NULL element gives a
@@ -37,13 +40,22 @@
 PG_FUNCTION_INFO_V1(wdc_encode_batch_fits);
 PG_FUNCTION_INFO_V1(wdc_encode_batch_images);
 
-/* Preprocessed images packed back to back: n_ready samples of per_sample floats. */
+/* Images per call of WdcModelRun: the batch size of its large plan. */
+#define BATCH_GROUP 64
+
+/*
+ * A call's images in flight: up to BATCH_GROUP preprocessed images waiting
+ * in group, and the latents of the n_done images run so far in out.
+ */
 typedef struct BatchInput
 {
 	WdcModelEntry *entry;
-	Size		per_sample;
-	float	   *data;
-	int			n_ready;
+	Size		per_sample;		/* floats per preprocessed image */
+	Size		per_out;		/* floats per latent */
+	float	   *group;			/* [BATCH_GROUP][per_sample] */
+	int			n_ready;		/* images in group */
+	float	   *out;			/* [n][per_out] */
+	int			n_done;			/* latents in out */
 } BatchInput;
 
 /*
@@ -71,27 +83,65 @@ batch_entry_from_args(FunctionCallInfo fcinfo, int *xarg)
 	return WdcModelLookup(name, version);
 }
 
-/* Set up an empty batch for up to n images. */
+/*
+ * Set up an empty batch for up to n images, allocated in the current
+ * context.
+ */
 static void
 batch_init(BatchInput *batch, WdcModelEntry *entry, int n)
 {
+	const WdcNnTensorInfo *oinfo = wdc_nn_plan_output(entry->plan, entry->output_index);
+
 	batch->entry = entry;
 	batch->per_sample = WdcModelSampleSize(entry);
+	batch->per_out = wdc_nn_numel(oinfo);
 	batch->n_ready = 0;
-	if ((Size) Max(n, 1) > MaxAllocHugeSize / sizeof(float) / batch->per_sample)
+	batch->n_done = 0;
+	if (batch->per_out < 1 || batch->per_out > LATENT_MAX_DIM)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("model \"%s\" returns %zu values per image; a latent holds 1 to %d",
+						entry->name, batch->per_out, LATENT_MAX_DIM)));
+	if ((Size) Max(n, 1) > MaxAllocHugeSize / sizeof(float) / batch->per_out)
 		ereport(ERROR,
 				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
 				 errmsg("batch of %d images is too large for model \"%s\"", n, entry->name),
 				 errhint("Encode fewer images per call.")));
-	batch->data = palloc_extended(sizeof(float) * batch->per_sample * Max(n, 1),
-								  MCXT_ALLOC_HUGE);
+	batch->group = palloc_extended(sizeof(float) * batch->per_sample * BATCH_GROUP,
+								   MCXT_ALLOC_HUGE);
+	batch->out = palloc_extended(sizeof(float) * batch->per_out * Max(n, 1),
+								 MCXT_ALLOC_HUGE);
+}
+
+/*
+ * Run the images waiting in the group and append their latents to out.
+ * WdcModelRun's own allocations go to the current context.
+ */
+static void
+batch_flush(BatchInput *batch)
+{
+	float	   *result;
+	Size		per_out;
+
+	if (batch->n_ready == 0)
+		return;
+	result = WdcModelRun(batch->entry, batch->group, batch->n_ready, &per_out);
+	if (per_out != batch->per_out)
+		elog(ERROR, "model \"%s\" returned %zu values per image, planned %zu",
+			 batch->entry->name, per_out, batch->per_out);
+	memcpy(batch->out + batch->per_out * batch->n_done, result,
+		   sizeof(float) * batch->per_out * batch->n_ready);
+	pfree(result);
+	batch->n_done += batch->n_ready;
+	batch->n_ready = 0;
 }
 
 /*
  * Preprocess image number item (1-based, for messages) as the model
  * declares, check its shape and pixels, and append it to the batch.
  * Temporary images are allocated in the caller's current context, which
- * the caller resets after each image.
+ * the caller resets after each image; latents of a full group are copied
+ * out of it first.
  */
 static void
 batch_add(BatchInput *batch, int item, WdcImage *image, Size channels)
@@ -147,15 +197,18 @@ batch_add(BatchInput *batch, int item, WdcImage *image, Size channels)
 						item, nan_count, entry->name),
 				 errhint("Declare a NaN fill in the model's preprocessing, for example {\"nan_fill\": \"median\"}, or clean the image first.")));
 
-	dst = batch->data + batch->per_sample * batch->n_ready;
+	/* 4. into the group, which runs when full */
+	dst = batch->group + batch->per_sample * batch->n_ready;
 	memcpy(dst, prepared.pixels, sizeof(float) * n);
 	batch->n_ready++;
+	if (batch->n_ready == BATCH_GROUP)
+		batch_flush(batch);
 }
 
 /*
- * Run the batch and build the latent[] result of nitems elements; nulls
- * (may be NULL) marks the positions that get a NULL latent, and the
- * others take the batch's outputs in order.
+ * Run the images still waiting and build the latent[] result of nitems
+ * elements.  nulls (may be NULL) marks the positions that get a NULL
+ * latent, and the others take the latents in order.
  */
 static ArrayType *
 batch_finish(FunctionCallInfo fcinfo, BatchInput *batch, int nitems, const bool *nulls)
@@ -163,11 +216,10 @@ batch_finish(FunctionCallInfo fcinfo, BatchInput *batch, int nitems, const bool 
 	WdcModelEntry *entry = batch->entry;
 	Oid			array_type = get_fn_expr_rettype(fcinfo->flinfo);
 	Oid			latent_type = OidIsValid(array_type) ? get_element_type(array_type) : InvalidOid;
+	Size		per_out = batch->per_out;
 	int16		typlen;
 	bool		typbyval;
 	char		typalign;
-	float	   *out = NULL;
-	Size		per_out = 0;
 	Datum	   *elems;
 	int			dims[1];
 	int			lbs[1] = {1};
@@ -178,16 +230,7 @@ batch_finish(FunctionCallInfo fcinfo, BatchInput *batch, int nitems, const bool 
 	get_typlenbyvalalign(latent_type, &typlen, &typbyval, &typalign);
 	if (nitems == 0)
 		return construct_empty_array(latent_type);
-
-	if (batch->n_ready > 0)
-	{
-		out = WdcModelRun(entry, batch->data, batch->n_ready, &per_out);
-		if (per_out < 1 || per_out > LATENT_MAX_DIM)
-			ereport(ERROR,
-					(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
-					 errmsg("model \"%s\" returns %zu values per image; a latent holds 1 to %d",
-							entry->name, per_out, LATENT_MAX_DIM)));
-	}
+	batch_flush(batch);
 
 	elems = palloc_extended(sizeof(Datum) * nitems, MCXT_ALLOC_HUGE);
 	for (int i = 0; i < nitems; i++)
@@ -200,7 +243,9 @@ batch_finish(FunctionCallInfo fcinfo, BatchInput *batch, int nitems, const bool 
 			elems[i] = (Datum) 0;
 			continue;
 		}
-		src = out + per_out * next++;
+		if (next >= batch->n_done)
+			elog(ERROR, "wdc.encode_batch has fewer latents than images");
+		src = batch->out + per_out * next++;
 		z = InitLatent((int) per_out);
 		z->fingerprint = entry->fingerprint;
 		for (Size j = 0; j < per_out; j++)
