@@ -113,9 +113,9 @@ hnswbuildphasename(int64 phasenum)
 
 /*
  * Estimate the cost of an ordered scan.  A scan reads about ef_search * 2m
- * elements at level 0 plus a few per upper level, all before it returns
- * its first row, so the whole cost is start-up cost.  Without ORDER BY the
- * index cannot be scanned, which infinite cost expresses.
+ * elements at level 0 plus a few per upper level before it returns its
+ * first row, which is the start-up cost.  Without ORDER BY the index
+ * cannot be scanned, which infinite cost expresses.
  */
 static void
 hnswcostestimate(PlannerInfo *root, IndexPath *path, double loop_count,
@@ -149,9 +149,17 @@ hnswcostestimate(PlannerInfo *root, IndexPath *path, double loop_count,
 	MemSet(&costs, 0, sizeof(costs));
 	costs.numIndexTuples = visited;
 	genericcostestimate(root, path, loop_count, &costs);
-
 	*indexStartupCost = costs.indexTotalCost;
-	*indexTotalCost = costs.indexTotalCost;
+
+	/*
+	 * Returning every row means visiting every element, so the total cost
+	 * is that of reading the whole index; the planner interpolates between
+	 * the two for a LIMIT, and a query without LIMIT prefers a sort.
+	 */
+	MemSet(&costs, 0, sizeof(costs));
+	costs.numIndexTuples = tuples;
+	genericcostestimate(root, path, loop_count, &costs);
+	*indexTotalCost = Max(costs.indexTotalCost, *indexStartupCost);
 	*indexSelectivity = costs.indexSelectivity;
 	*indexCorrelation = 0;
 	*indexPages = costs.numIndexPages;
