@@ -15,6 +15,11 @@
  *		later inserts.  A link that a concurrent insert made to a removed
  *		element points at an unused slot (skipped by readers) or at a new
  *		element placed there later (a valid, if arbitrary, edge).
+ *
+ * NOTE: such a link stays until its list is next rewritten, and
+ * wdc.hnsw_verify reports it.  Repairing by search costs about one insert
+ * per element that lost a neighbour, so VACUUM after deleting a large share
+ * of a big index takes a while.
  */
 #include "postgres.h"
 

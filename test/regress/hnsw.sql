@@ -100,6 +100,16 @@ SELECT hnsw_recall('<+>') >= 0.95 AS l1_recall_ok;
 SELECT count(*) AS problems FROM wdc.hnsw_verify('hnsw_t_cos');
 DROP INDEX hnsw_t_cos, hnsw_t_ip, hnsw_t_l1;
 
+-- a graph larger than maintenance_work_mem continues on disk, with a NOTICE
+SET maintenance_work_mem = '1MB';
+CREATE INDEX hnsw_t_disk ON hnsw_t USING wdc_hnsw (z latent_l2_ops);
+RESET maintenance_work_mem;
+SELECT count(*) AS problems FROM wdc.hnsw_verify('hnsw_t_disk');
+DROP INDEX hnsw_t_l2;
+SELECT hnsw_recall('<->') >= 0.95 AS disk_build_recall_ok;
+SELECT hnsw_count('<->', 5000) AS disk_build_rows;
+ALTER INDEX hnsw_t_disk RENAME TO hnsw_t_l2;
+
 -- LIMIT far above ef_search returns as many rows as the sequential scan
 SET wdc.hnsw_ef_search = 10;
 SELECT hnsw_count('<->', 500) AS limit_500;
