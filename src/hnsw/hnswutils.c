@@ -391,6 +391,15 @@ CopyNeighbors(HnswSearch *search, HnswCandidate *c, ItemPointer slots)
 	c->nneighbors = n;
 }
 
+/* Whether an element at this distance would enter the result heap now */
+static inline bool
+WillEnterResult(HnswSearch *search, double distance)
+{
+	return search->nresult < search->ef ||
+		distance < pairingheap_container(HnswCandidate, rnode,
+										 pairingheap_first(search->result))->distance;
+}
+
 /* Elements read together by LoadElements: pins and locks held at once */
 #define HNSW_LOAD_CHUNK 32
 
@@ -492,8 +501,14 @@ LoadElements(HnswSearch *search, ItemPointer tids, int n, HnswCandidate **out)
 				c->nneighbors = 0;	/* stale link from a higher level: no edges */
 				c->neighborsLoaded = true;
 			}
-			else if (!ItemPointerIsValid(&etup->neighbortid))
+			else if (!ItemPointerIsValid(&etup->neighbortid) && WillEnterResult(search, c->distance))
 			{
+				/*
+				 * Copy the list now only for an element that enters the
+				 * result set: only those are expanded in this batch, and
+				 * most visited elements never are.  Others read it again if
+				 * a later batch expands them.
+				 */
 				CopyNeighbors(search, c, HnswTupleSlots(etup, search->dims));
 				c->neighborsLoaded = true;
 			}
@@ -508,21 +523,38 @@ LoadElements(HnswSearch *search, ItemPointer tids, int n, HnswCandidate **out)
 	return nout;
 }
 
-/* Read the neighbour list of a candidate whose lists are in a separate tuple */
+/*
+ * Read the list of a candidate whose list was not copied when it was
+ * loaded: from its neighbour tuple, or again from its element tuple.
+ */
 static void
-LoadSeparateNeighbors(HnswSearch *search, HnswCandidate *c)
+LoadNeighborList(HnswSearch *search, HnswCandidate *c)
 {
-	Buffer		buf = ReadBuffer(search->index, ItemPointerGetBlockNumber(&c->neighbortid));
-	HnswNeighborTuple ntup;
+	bool		separate = ItemPointerIsValid(&c->neighbortid);
+	ItemPointer target = separate ? &c->neighbortid : &c->tid;
+	Buffer		buf = ReadBuffer(search->index, ItemPointerGetBlockNumber(target));
+	Page		page;
 
 	LockBuffer(buf, BUFFER_LOCK_SHARE);
 	search->bufferAccesses++;
-	ntup = HnswGetNeighborTuple(BufferGetPage(buf),
-								ItemPointerGetOffsetNumber(&c->neighbortid));
-	if (ntup != NULL && ntup->level >= search->level)
-		CopyNeighbors(search, c, ntup->slots);
+	page = BufferGetPage(buf);
+	c->nneighbors = 0;
+	if (separate)
+	{
+		HnswNeighborTuple ntup = HnswGetNeighborTuple(page, ItemPointerGetOffsetNumber(target));
+
+		if (ntup != NULL && ntup->level >= search->level)
+			CopyNeighbors(search, c, ntup->slots);
+	}
 	else
-		c->nneighbors = 0;
+	{
+		HnswElementTuple etup = HnswGetElement(page, ItemPointerGetOffsetNumber(target));
+
+		/* The slot may hold another element by now; then it has no edges here */
+		if (etup != NULL && etup->level == c->level && etup->level >= search->level &&
+			!ItemPointerIsValid(&etup->neighbortid))
+			CopyNeighbors(search, c, HnswTupleSlots(etup, search->dims));
+	}
 	c->neighborsLoaded = true;
 	UnlockReleaseBuffer(buf);
 }
@@ -564,7 +596,7 @@ ExpandCandidate(HnswSearch *search, HnswCandidate *c)
 	int			nloaded;
 
 	if (!c->neighborsLoaded)
-		LoadSeparateNeighbors(search, c);
+		LoadNeighborList(search, c);
 	if (c->nneighbors == 0)
 		return;
 
@@ -730,7 +762,7 @@ void
 HnswLoadNeighbors(HnswSearch *search, HnswCandidate *c)
 {
 	if (!c->neighborsLoaded)
-		LoadSeparateNeighbors(search, c);
+		LoadNeighborList(search, c);
 }
 
 /*
