@@ -48,8 +48,13 @@ EXTRA_CLEAN = $(SQL_INSTALL) $(BUILD)
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
-# The extension objects depend on the generated protobuf header.
-$(OBJS): $(PROTO_H)
+# The extension objects depend on the generated protobuf header, and on a
+# stamp file rewritten (at parse time, because PGXS marks every target
+# .SECONDARY) only when WERROR changes, so that switching it recompiles.
+FLAGS_STAMP := $(BUILD)/cflags.stamp
+FLAGS_NOW := werror=$(WERROR)
+$(shell mkdir -p $(BUILD); [ "$$(cat $(FLAGS_STAMP) 2>/dev/null)" = "$(FLAGS_NOW)" ] || echo "$(FLAGS_NOW)" > $(FLAGS_STAMP))
+$(OBJS): $(PROTO_H) $(FLAGS_STAMP)
 
 $(PROTO_C) $(PROTO_H): $(ONNX_PROTO)
 	@mkdir -p $(PROTO_DIR)
@@ -70,7 +75,7 @@ CORE_LIBS = -lopenblas -lcfitsio -lwcs -lprotobuf-c -lpng16 -lz -lm
 CORE_TEST_OBJS = $(patsubst %.c,$(BUILD)/core/%.o,$(CORE_SRCS) $(PROTO_C))
 CORE_TESTS = $(patsubst test/c/%.c,$(BUILD)/test/%,$(sort $(wildcard test/c/test_*.c)))
 
-$(BUILD)/core/%.o: %.c $(PROTO_H)
+$(BUILD)/core/%.o: %.c $(PROTO_H) $(FLAGS_STAMP)
 	@mkdir -p $(dir $@)
 	$(CORE_CC) $(CORE_CFLAGS) -c $< -o $@
 

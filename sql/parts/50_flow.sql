@@ -23,6 +23,12 @@ BEGIN
 		RAISE EXCEPTION 'flow name and training query must not be NULL'
 			USING ERRCODE = 'null_value_not_allowed';
 	END IF;
+	-- check the right to store the result before spending the training time
+	IF NOT pg_catalog.has_table_privilege('wdc.model', 'INSERT') THEN
+		RAISE EXCEPTION 'permission denied to store a flow in wdc.model'
+			USING ERRCODE = 'insufficient_privilege',
+			      HINT = 'Ask the owner of the wdc extension to GRANT INSERT ON wdc.model and USAGE ON SEQUENCE wdc.model_version_seq.';
+	END IF;
 	SELECT f.onnx, f.provenance INTO fit
 	FROM wdc.flow_fit(query, COALESCE(options, '{}'::pg_catalog.jsonb)) f;
 	RETURN wdc.load_model(name, fit.onnx,

@@ -37,6 +37,7 @@
 #include "miscadmin.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/float.h"
 #include "utils/json.h"
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
@@ -541,12 +542,24 @@ log_density_one(WdcModelEntry *entry, const Latent *z, RowCondition *rc,
 		if (flow_external_log_density(&entry->env, entry->external, z->x, rc->values,
 									  &opt, &out) != WDC_OK)
 			WdcFitsRaise(&entry->error);
-		return out;
 	}
-	if (rc->null_row)
-		opt.guidance = 0;
-	if (flow_log_density(&entry->env, entry->flow, z->x, &rc->cond, 1, &opt, &out) != WDC_OK)
-		WdcFitsRaise(&entry->error);
+	else
+	{
+		if (rc->null_row)
+			opt.guidance = 0;
+		if (flow_log_density(&entry->env, entry->flow, z->x, &rc->cond, 1, &opt, &out) != WDC_OK)
+			WdcFitsRaise(&entry->error);
+	}
+
+	/*
+	 * A latent or condition far outside the training data can drive the
+	 * trajectory to overflow, and the sum then comes out NaN.  Its density
+	 * is below anything float arithmetic can express, so report -Infinity:
+	 * it sorts as the least typical row and its p-value is 0, where NaN
+	 * would sort after every number.
+	 */
+	if (isnan(out))
+		out = -get_float8_infinity();
 	return out;
 }
 
@@ -656,6 +669,12 @@ flow_catalog_surprise(PG_FUNCTION_ARGS)
 	condition_from_jsonb(entry, NULL, &none);
 	cond_lp = log_density_one(entry, z, &rc, NULL);
 	lp = log_density_one(entry, z, &none, NULL);
+	if (isinf(cond_lp) || isinf(lp))
+		ereport(ERROR,
+				(errcode(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE),
+				 errmsg("log density of the latent under flow \"%s\" is -Infinity, so the catalog surprise is undefined",
+						entry->name),
+				 errhint("The latent or the condition lies far outside the training data; wdc.log_density shows which term is infinite.")));
 	PG_RETURN_FLOAT8(cond_lp - lp);
 }
 
@@ -915,6 +934,7 @@ flow_fit(PG_FUNCTION_ARGS)
 	bool		nulls[2] = {false, false};
 	bytea	   *onnx;
 	uint64		nrows;
+	SPIPlanPtr	plan;
 
 	train_options_from_jsonb(options, &opt, &class_column);
 	if (get_call_result_type(fcinfo, NULL, &result_desc) != TYPEFUNC_COMPOSITE)
@@ -922,7 +942,18 @@ flow_fit(PG_FUNCTION_ARGS)
 
 	/* 1. run the query read-only and check its columns */
 	SPI_connect();
-	if (SPI_execute(query, true, 0) != SPI_OK_SELECT)
+
+	/* one statement only: SPI would silently return the last one's rows */
+	plan = SPI_prepare(query, 0, NULL);
+	if (plan == NULL)
+		elog(ERROR, "could not prepare training query: %s", SPI_result_code_string(SPI_result));
+	if (list_length(SPI_plan_get_plan_sources(plan)) != 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("training query must be a single SELECT statement, not %d statements",
+						list_length(SPI_plan_get_plan_sources(plan))),
+				 errdetail("Query: %s", query)));
+	if (SPI_execute_plan(plan, NULL, NULL, true, 0) != SPI_OK_SELECT)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("training query must be a SELECT"),

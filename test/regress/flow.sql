@@ -94,7 +94,19 @@ SELECT wdc.train_flow('bad', 'SELECT z FROM flow_src', '{"class_column": "kind"}
 SET maintenance_work_mem = '1MB';
 SELECT wdc.train_flow('bad', 'SELECT z FROM flow_src', '{"hidden": 1024}');
 RESET maintenance_work_mem;
+SELECT wdc.train_flow('bad', 'SELECT z FROM flow_src; SELECT 1');
+CREATE ROLE wdc_flow_user;
+GRANT SELECT ON flow_src TO wdc_flow_user;
+SET ROLE wdc_flow_user;
+SELECT wdc.train_flow('bad', 'SELECT z FROM flow_src');
+RESET ROLE;
+DROP OWNED BY wdc_flow_user;
+DROP ROLE wdc_flow_user;
 SELECT count(*) AS no_bad_model FROM wdc.model WHERE name = 'bad';
+-- latents far outside the data: the least typical, never NaN
+SELECT wdc.log_density('mix', '[3e38,-3e38]') AS far_log_density,
+       wdc.outlier_pvalue('mix', '[3e38,-3e38]') AS far_pvalue;
+SELECT wdc.catalog_surprise('mix', '[3e38,-3e38]', '{"cls": "a", "flux": 1}');
 -- a flow's input must be latents of one model
 SELECT wdc.train_flow('bad', 'SELECT ''[1,2]@0000000a''::latent UNION ALL SELECT ''[1,2]@0000000b''::latent');
 SELECT wdc.train_flow('tagged', 'SELECT (z::text || ''@0000000a'')::latent FROM flow_src',
