@@ -54,7 +54,8 @@ typedef struct FlowNetWork
 } FlowNetWork;
 
 extern WdcStatus flow_net_work_alloc(const WdcEnv *env, const FlowModel *m,
-									 int with_tangents, FlowNetWork *w);
+									 int with_tangents, int rows_wanted,
+									 FlowNetWork *w);
 extern void flow_net_work_free(const WdcEnv *env, FlowNetWork *w);
 extern int	flow_net_batch_rows(const FlowModel *m);
 extern void flow_net_forward(const FlowModel *m, FlowNetWork *w, int n,

@@ -45,7 +45,7 @@ net_field_free(const WdcEnv *env, NetField *f)
 
 static WdcStatus
 net_field_init(const WdcEnv *env, const FlowModel *m, int with_div,
-			   double guidance, NetField *f)
+			   double guidance, int rows_wanted, NetField *f)
 {
 	size_t		film_size;
 	size_t		rows;
@@ -55,7 +55,7 @@ net_field_init(const WdcEnv *env, const FlowModel *m, int with_div,
 	memset(f, 0, sizeof(*f));
 	f->m = m;
 	f->guidance = guidance;
-	st = flow_net_work_alloc(env, m, with_div, &f->work);
+	st = flow_net_work_alloc(env, m, with_div, rows_wanted, &f->work);
 	if (st != WDC_OK)
 		return st;
 	rows = (size_t) f->work.max_rows;
@@ -209,7 +209,7 @@ flow_log_density(const WdcEnv *env, const FlowModel *m, const float *rows,
 	for (i = 0; i < m->d; i++)
 		log_det += log(m->std[i]);
 
-	st = net_field_init(env, m, 1, opt->guidance, &f);
+	st = net_field_init(env, m, 1, opt->guidance, n, &f);
 	if (st != WDC_OK)
 		return st;
 	x = wdc_alloc(env, (size_t) f.work.max_rows * m->d * sizeof(double));
@@ -270,7 +270,7 @@ run_paths(const WdcEnv *env, const FlowModel *m, const float *rows,
 		st = check_rows(env, m, rows, n);
 	if (st != WDC_OK)
 		return st;
-	st = net_field_init(env, m, 0, opt->guidance, &f);
+	st = net_field_init(env, m, 0, opt->guidance, n, &f);
 	if (st != WDC_OK)
 		return st;
 	x = wdc_alloc(env, (size_t) f.work.max_rows * m->d * sizeof(double));
@@ -348,7 +348,7 @@ flow_velocity(const WdcEnv *env, const FlowModel *m, const float *x, double t,
 	WdcStatus	st;
 	int			first;
 
-	st = net_field_init(env, m, div != NULL, 1.0, &f);
+	st = net_field_init(env, m, div != NULL, 1.0, n, &f);
 	if (st != WDC_OK)
 		return st;
 	for (first = 0; first < n; first += f.work.max_rows)
