@@ -96,6 +96,9 @@ DECLARE
 	known text[] := ARRAY['flow', 'score', 'score_function', 'condition', 'trigger_name'];
 	bad text;
 	c text;
+	meta jsonb;
+	flow_cols text[];
+	given text[];
 BEGIN
 	IF tbl IS NULL OR source IS NULL OR target IS NULL OR model IS NULL THEN
 		RAISE EXCEPTION 'table, source, target and model must not be NULL'
@@ -142,6 +145,36 @@ BEGIN
 			PERFORM wdc.column_type(tbl, c::name, 'condition');
 			args := args || format(', %L', 'condition=' || c);
 		END LOOP;
+	END IF;
+
+	-- A flow trained by wdc names its condition columns; the trigger passes
+	-- the table's columns of the same names, so they must match exactly.
+	IF options ? 'flow' THEN
+		SELECT m.description->'metadata' INTO meta
+		FROM wdc.model m LEFT JOIN wdc.model_current cur ON cur.name = m.name
+		WHERE m.name = options->>'flow' AND m.kind = 'flow'
+		ORDER BY (m.version = cur.version) DESC NULLS LAST, m.version DESC
+		LIMIT 1;
+		IF meta ? 'wdc.flow.format' THEN
+			flow_cols := ARRAY(SELECT jsonb_array_elements_text(
+			                     coalesce((meta->>'wdc.flow.numeric_names')::jsonb, '[]')));
+			IF coalesce(meta->>'wdc.flow.class_name', '') <> '' THEN
+				flow_cols := flow_cols || (meta->>'wdc.flow.class_name');
+			END IF;
+			given := ARRAY(SELECT jsonb_array_elements_text(coalesce(options->'condition', '[]')));
+			SELECT x INTO bad FROM unnest(given) x WHERE x <> ALL (flow_cols) LIMIT 1;
+			IF bad IS NOT NULL THEN
+				RAISE EXCEPTION 'flow "%" has no condition column "%"', options->>'flow', bad
+					USING ERRCODE = 'invalid_parameter_value',
+					      HINT = format('The flow was trained on the condition columns %s; name table columns the same way.', flow_cols);
+			END IF;
+			SELECT x INTO bad FROM unnest(flow_cols) x WHERE x <> ALL (given) LIMIT 1;
+			IF bad IS NOT NULL THEN
+				RAISE EXCEPTION 'option condition lacks column "%" of flow "%"', bad, options->>'flow'
+					USING ERRCODE = 'invalid_parameter_value',
+					      HINT = format('List every condition column of the flow: %s.', flow_cols);
+			END IF;
+		END IF;
 	END IF;
 
 	EXECUTE format('CREATE TRIGGER %I BEFORE INSERT OR UPDATE ON %s FOR EACH ROW EXECUTE FUNCTION wdc.embed_trigger(%s)',

@@ -4,7 +4,7 @@
 \set models `pwd`/test/fixtures/models/
 \set ON_ERROR_STOP 1
 BEGIN;
-SELECT plan(44);
+SELECT plan(46);
 
 SELECT wdc.load_model('tiny_enc', pg_read_binary_file(:'models' || 'tiny_encoder.onnx')) AS v \gset
 
@@ -138,20 +138,23 @@ SELECT throws_ok($$INSERT INTO obs4 VALUES (77, ARRAY[1,2,3]::real[])$$, '22000'
 	'key values are hidden from a role that cannot read them');
 RESET ROLE;
 
--- flow score: stored on insert, refreshed when a condition column changes;
--- skipped where the flow functions are not installed
+-- flow score: stored on insert, refreshed when a condition column changes
 CREATE TABLE scored (id int PRIMARY KEY, cutout real[], z latent, flux real, score float8);
 INSERT INTO scored (id, cutout, flux) SELECT i, pg_temp.img(i), i FROM generate_series(1, 60) i;
 UPDATE scored SET z = wdc.encode('tiny_enc', cutout);
 CREATE FUNCTION pg_temp.flow_checks() RETURNS SETOF text LANGUAGE plpgsql AS $$
 BEGIN
-	IF to_regproc('wdc.train_flow') IS NULL THEN
-		RETURN NEXT skip('flow functions are not installed', 6);
-		RETURN;
-	END IF;
 	RETURN NEXT ok(wdc.train_flow('wf_flow', 'SELECT z, flux FROM scored',
 	                              '{"max_epochs": 2, "hidden": 16, "layers": 1, "seed": 1, "calibration_rows": 20}') > 0,
 	               'flow trained');
+	RETURN NEXT throws_ok($q$SELECT wdc.attach('scored', 'cutout', 'z', 'tiny_enc',
+	                          '{"flow": "wf_flow", "score": "score", "condition": ["id"]}')$q$,
+	                      '22023', 'flow "wf_flow" has no condition column "id"',
+	                      'attach rejects a column the flow lacks');
+	RETURN NEXT throws_ok($q$SELECT wdc.attach('scored', 'cutout', 'z', 'tiny_enc',
+	                          '{"flow": "wf_flow", "score": "score"}')$q$,
+	                      '22023', 'option condition lacks column "flux" of flow "wf_flow"',
+	                      'attach needs every flow condition');
 	RETURN NEXT is(wdc.attach('scored', 'cutout', 'z', 'tiny_enc',
 	                          '{"flow": "wf_flow", "score": "score", "condition": ["flux"]}'),
 	               'wdc_embed_z'::name, 'attach with a flow');
