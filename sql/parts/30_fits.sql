@@ -26,7 +26,7 @@ CREATE FUNCTION wdc.fits_header(fits bytea, hdu integer DEFAULT NULL)
 	AS 'MODULE_PATHNAME', 'fits_header'
 	LANGUAGE C IMMUTABLE PARALLEL SAFE COST 1000;
 COMMENT ON FUNCTION wdc.fits_header(bytea, integer) IS
-	'header of an image HDU as jsonb: keyword -> typed value; COMMENT and HISTORY cards as arrays of strings';
+	'header of an HDU as jsonb (keyword -> typed value; COMMENT and HISTORY cards as arrays of strings): the named HDU of any type, by default the first HDU with image data';
 
 CREATE FUNCTION wdc.fits_cutout(fits bytea, x double precision, y double precision,
 								size integer, hdu integer DEFAULT NULL,

@@ -105,6 +105,14 @@ extern WdcStatus wdc_fits_hdu_count(const WdcEnv *env, WdcFitsFile *file,
 /* --- fits_image.c --- */
 
 /*
+ * Make HDU hdu (0-based, of any type: image, table or empty primary) current
+ * for reading its header with wdc_fits_header_json or _cards.  Image reads
+ * still need wdc_fits_select_image.
+ */
+extern WdcStatus wdc_fits_select_header(const WdcEnv *env, WdcFitsFile *file,
+										int hdu);
+
+/*
  * Select an image HDU and describe it.  hdu < 0 selects the first HDU that
  * has image data (the primary unless it is empty).  A table HDU, an HDU
  * out of range, a 1-D image or an image with a zero-length axis is an error.

@@ -28,8 +28,8 @@ wdc_fits_header_cards(const WdcEnv *env, WdcFitsFile *file, char **cards,
 
 	*cards = NULL;
 	*ncards = 0;
-	if (!file->selected)
-		return wdc_error(env, WDC_ERR_INTERNAL, "no FITS image HDU selected");
+	if (!file->selected && !file->header_selected)
+		return wdc_error(env, WDC_ERR_INTERNAL, "no FITS HDU selected");
 
 	if (file->info.compressed)
 		ffcnvthdr2str(file->fptr, 0, NULL, 0, &header, &nkeys, &status);

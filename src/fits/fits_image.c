@@ -246,6 +246,21 @@ read_image_shape(const WdcEnv *env, WdcFitsFile *file, int hdu,
 }
 
 WdcStatus
+wdc_fits_select_header(const WdcEnv *env, WdcFitsFile *file, int hdu)
+{
+	int			hdutype;
+	WdcStatus	rc;
+
+	file->selected = false;
+	file->header_selected = false;
+	rc = move_to_hdu(env, file, hdu, &hdutype);
+	if (rc != WDC_OK)
+		return rc;
+	file->header_selected = true;
+	return WDC_OK;
+}
+
+WdcStatus
 wdc_fits_select_image(const WdcEnv *env, WdcFitsFile *file, int hdu,
 					  WdcFitsImageInfo *info)
 {
@@ -256,6 +271,7 @@ wdc_fits_select_image(const WdcEnv *env, WdcFitsFile *file, int hdu,
 	WdcStatus	rc;
 
 	file->selected = false;
+	file->header_selected = false;
 
 	/* 1. Find the HDU: the one asked for, or the first image with data. */
 	if (hdu >= 0)

@@ -25,6 +25,7 @@ struct WdcFitsFile
 	WdcFitsLimits limits;
 
 	bool		selected;		/* an image HDU has been selected */
+	bool		header_selected;	/* an HDU of any type is current for its header */
 	WdcFitsImageInfo info;		/* the selected image HDU */
 };
 

@@ -427,7 +427,11 @@ fits_header(PG_FUNCTION_ARGS)
 	{
 		char	   *text = NULL;
 
-		rc = wdc_fits_select_image(&env, file, hdu, NULL);
+		/* a named HDU may be of any type; by default, the first image's */
+		if (hdu >= 0)
+			rc = wdc_fits_select_header(&env, file, hdu);
+		else
+			rc = wdc_fits_select_image(&env, file, hdu, NULL);
 		if (rc == WDC_OK)
 			rc = wdc_fits_header_json(&env, file, &text);
 		json = text;

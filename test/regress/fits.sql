@@ -58,6 +58,9 @@ FROM fits_files WHERE name = 'hi_cube_ngc6503.fits';
 SELECT wdc.fits_image(NULL) IS NULL AS null_in_null_out;
 
 -- fits_header
+-- a named HDU's header is read whatever its type (here a binary table)
+SELECT h->>'XTENSION' AS xtension, h->'TFIELDS' AS tfields
+FROM (SELECT wdc.fits_header(data, 1) AS h FROM fits_files WHERE name = 'dss_table.fits.gz') s;
 SELECT h->'NAXIS1' AS naxis1, h->'NAXIS2' AS naxis2, h->'BITPIX' AS bitpix,
 	   h->'CTYPE1' AS ctype1, h->'CRVAL1' AS crval1, jsonb_typeof(h->'HISTORY') AS history
 FROM (SELECT wdc.fits_header(data) AS h FROM fits_files WHERE name = 'first_sin.fits') s;
@@ -127,7 +130,7 @@ SELECT wdc.fits_image(data, -1) FROM fits_files WHERE name = 'first_sin.fits';
 SELECT wdc.fits_image(data) FROM fits_files WHERE name = 'hi_cube_ngc6503.fits';
 SELECT wdc.fits_image(data, plane => 31) FROM fits_files WHERE name = 'hi_cube_ngc6503.fits';
 SELECT wdc.fits_image(data, plane => 0) FROM fits_files WHERE name = 'hi_cube_ngc6503.fits';
-SELECT wdc.fits_header(data, 1) FROM fits_files WHERE name = 'dss_table.fits.gz';
+SELECT wdc.fits_header(data, 5) FROM fits_files WHERE name = 'dss_table.fits.gz';
 -- errors: cutout arguments and WCS
 SELECT wdc.fits_cutout(data, 10, 10, 0) FROM fits_files WHERE name = 'first_sin.fits';
 SELECT wdc.fits_cutout(data, 'NaN', 10, 4) FROM fits_files WHERE name = 'first_sin.fits';
