@@ -240,6 +240,13 @@ main(int argc, char **argv)
 	secs = now() - t0;
 	printf("c_logdensity_default_rows_per_s %.1f\n", N_ROWS / secs);
 
+	/* one row per call, as a per-row SQL function calls the core */
+	t0 = now();
+	for (j = 0; j < N_ROWS / 4; j++)
+		flow_log_density(&env, m, rows + (size_t) j * d, NULL, 1, &opt, logp + j);
+	secs = now() - t0;
+	printf("c_logdensity_default_one_row_per_s %.1f\n", N_ROWS / 4 / secs);
+
 	/* log density, reference algorithm (divergence at every midpoint stage) */
 	opt.quadrature = FLOW_QUAD_STAGE;
 	t0 = now();
@@ -248,6 +255,11 @@ main(int argc, char **argv)
 	printf("c_logdensity_stage_rows_per_s %.1f\n", N_ROWS / secs);
 	snprintf(path, sizeof(path), "%s/logp_stage_%d.f64", dir, d);
 	write_file(path, logp, sizeof(double) * N_ROWS);
+	t0 = now();
+	for (j = 0; j < N_ROWS / 4; j++)
+		flow_log_density(&env, m, rows + (size_t) j * d, NULL, 1, &opt, logp + j);
+	secs = now() - t0;
+	printf("c_logdensity_stage_one_row_per_s %.1f\n", N_ROWS / 4 / secs);
 
 	/* residual, midpoint 64 */
 	flow_solve_options_default(&opt);
