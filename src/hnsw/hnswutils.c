@@ -360,7 +360,8 @@ HnswSearchInit(HnswSearch *search, Relation index, HnswMetric metric,
 	search->level = level;
 	search->ef = ef;
 	search->cxt = cxt;
-	search->visited = hnsw_visited_create(cxt, 256, NULL);
+	/* A level-0 search reads roughly ef * m elements; avoid regrowing */
+	search->visited = hnsw_visited_create(cxt, Max(256, Min(ef * m * 2, 1 << 16)), NULL);
 	search->candidates = pairingheap_allocate(CompareCandidateNearest, NULL);
 	search->result = pairingheap_allocate(CompareResultFurthest, NULL);
 	search->pending = pairingheap_allocate(CompareResultNearest, NULL);
@@ -382,6 +383,8 @@ CopyNeighbors(HnswSearch *search, HnswCandidate *c, ItemPointer slots)
 	int			capacity = HnswLevelCapacity(search->m, search->level);
 	int			n = 0;
 
+	if (c->neighbors == NULL)
+		c->neighbors = MemoryContextAlloc(search->cxt, sizeof(ItemPointerData) * capacity);
 	for (int i = 0; i < capacity; i++)
 	{
 		if (!ItemPointerIsValid(&slots[start + i]))
@@ -477,11 +480,7 @@ LoadElements(HnswSearch *search, ItemPointer tids, int n, HnswCandidate **out)
 				etup->fingerprint != search->queryLatent->fingerprint)
 				HnswRaiseFingerprintMismatch(search->queryLatent, etup->fingerprint);
 
-			/* One allocation for the candidate and its level's list */
-			c = MemoryContextAllocZero(search->cxt, MAXALIGN(sizeof(HnswCandidate)) +
-									   sizeof(ItemPointerData) *
-									   HnswLevelCapacity(search->m, search->level));
-			c->neighbors = (ItemPointerData *) ((char *) c + MAXALIGN(sizeof(HnswCandidate)));
+			c = MemoryContextAllocZero(search->cxt, sizeof(HnswCandidate));
 			c->tid = tids[base + i];
 			c->level = etup->level;
 			c->nheaptids = etup->nheaptids;
