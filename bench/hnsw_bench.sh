@@ -63,7 +63,7 @@ VACUUM ANALYZE hb_items;
 VACUUM ANALYZE hb_queries;
 SQL
 
-# --- exact answers
+# --- ground truth: exact nearest neighbours by sequential scan
 psql_q <<SQL
 SET enable_indexscan = off;
 CREATE TABLE hb_truth AS
