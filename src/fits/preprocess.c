@@ -371,6 +371,20 @@ finite_range(const float *p, size_t n, double *lo, double *hi)
 	return any;
 }
 
+/*
+ * Number of NaN pixels; the fill value (a median needs a sort) is only
+ * computed when there is something to fill.
+ */
+static size_t
+count_nan(const float *p, size_t n)
+{
+	size_t		count = 0;
+
+	for (size_t i = 0; i < n; i++)
+		count += isnan(p[i]) ? 1 : 0;
+	return count;
+}
+
 WdcStatus
 wdc_preprocess_run(const WdcEnv *env, const WdcPreprocess *pp,
 				   const WdcImage *in, WdcImage *out)
@@ -394,7 +408,7 @@ wdc_preprocess_run(const WdcEnv *env, const WdcPreprocess *pp,
 	out->height = in->height;
 	memcpy(out->pixels, in->pixels, n * sizeof(float));
 	p = out->pixels;
-	if (pp->nan_fill != WDC_NAN_KEEP)
+	if (pp->nan_fill != WDC_NAN_KEEP && count_nan(p, n) > 0)
 	{
 		double		fill = pp->nan_value;
 
