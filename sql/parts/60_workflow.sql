@@ -291,6 +291,11 @@ BEGIN
 	PERFORM wdc.check_embedding_columns(tbl, source, target, model);
 
 	-- batch size: 1 to 100000 rows per transaction
+	IF options ? 'batch_size' AND coalesce(options->>'batch_size', '') !~ '^\s*[0-9]{1,9}\s*$' THEN
+		RAISE EXCEPTION 'invalid batch_size "%"', options->>'batch_size'
+			USING ERRCODE = 'invalid_parameter_value',
+			      HINT = 'batch_size is a whole number of rows between 1 and 100000.';
+	END IF;
 	batch := coalesce((options->>'batch_size')::integer, 256);
 	IF batch NOT BETWEEN 1 AND 100000 THEN
 		RAISE EXCEPTION 'invalid batch_size %', batch

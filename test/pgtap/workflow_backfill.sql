@@ -8,7 +8,7 @@
 SET client_min_messages = warning;
 DROP ROLE IF EXISTS wdc_bf_other;
 CREATE ROLE wdc_bf_other;
-SELECT plan(33);
+SELECT plan(34);
 
 SELECT wdc.load_model('tiny_enc', pg_read_binary_file(:'models' || 'tiny_encoder.onnx')) AS v \gset
 
@@ -98,6 +98,8 @@ DELETE FROM cat WHERE id IN (60, 62);
 -- invalid requests fail before any work
 SELECT throws_ok($$CALL wdc.backfill('cat', 'cutout', 'z', 'tiny_enc', '{"batch_size": 0}')$$, '22023',
 	'invalid batch_size 0', 'batch_size 0');
+SELECT throws_ok($$CALL wdc.backfill('cat', 'cutout', 'z', 'tiny_enc', '{"batch_size": "x"}')$$, '22023',
+	'invalid batch_size "x"', 'batch_size not a number');
 SELECT lives_ok($$SELECT wdc.backfill_start('cat', 'cutout', 'z', 'tiny_enc', '{"batch_size": 100000}')$$,
 	'batch_size 100000');
 SELECT throws_ok($$CALL wdc.backfill('cat', 'cutout', 'z', 'tiny_enc', '{"batch_size": 100001}')$$, '22023',
