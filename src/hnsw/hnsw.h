@@ -52,6 +52,7 @@
 
 /* Options */
 #define HNSW_DEFAULT_M			16
+#define HNSW_DESCENT_EF			32	/* candidates kept per level above the target */
 #define HNSW_MIN_M				2
 #define HNSW_MAX_M				100
 #define HNSW_DEFAULT_EF_CONSTRUCTION	64

@@ -730,13 +730,18 @@ HnswSearchDescend(Relation index, HnswMetric metric, int dims, int m,
 	for (int lc = meta->entryLevel; lc > toLevel && ItemPointerIsValid(entry); lc--)
 	{
 		HnswSearch search;
-		HnswCandidate *best;
+		HnswCandidate *best[HNSW_DESCENT_EF];
 
-		HnswSearchInit(&search, index, metric, dims, m, query, lc, 1, levelcxt);
+		/*
+		 * A beam of HNSW_DESCENT_EF candidates instead of the paper's greedy
+		 * walk (ef = 1): on well-separated clusters a greedy walk can stop
+		 * in the wrong cluster, and level 0 then never reaches the query's.
+		 */
+		HnswSearchInit(&search, index, metric, dims, m, query, lc, HNSW_DESCENT_EF, levelcxt);
 		search.queryLatent = queryLatent;
 		HnswSearchAddSeed(&search, entry);
-		if (HnswSearchBatch(&search, INT_MAX, &best) == 1)
-			*entry = best->tid;
+		if (HnswSearchBatch(&search, INT_MAX, best) >= 1)
+			*entry = best[0]->tid;
 		if (bufferAccesses)
 			*bufferAccesses += search.bufferAccesses;
 		MemoryContextReset(levelcxt);
