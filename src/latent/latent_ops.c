@@ -208,7 +208,14 @@ elementwise(const Latent *a, const Latent *b, ElementOp op)
 {
 	Latent	   *result;
 	uint32		fingerprint = LatentCheckPair(a, b);
-	const char *name = op == OP_ADD ? "+" : op == OP_SUB ? "-" : "*";
+	const char *name;
+
+	if (op == OP_ADD)
+		name = "+";
+	else if (op == OP_SUB)
+		name = "-";
+	else
+		name = "*";
 
 	result = InitLatent(a->dim);
 	result->fingerprint = fingerprint;

@@ -8,7 +8,7 @@
  * input is an image: a real[] of [height][width] (or [channels][height]
  * [width]), or a FITS bytea whose first image HDU is read.  The model's
  * declared preprocessing (NaN fill, resize, clip, stretch, normalise) runs
- * first, so the pixels the graph sees are those the model was trained on.
+ * first, so the graph receives pixels prepared as in training.
  * The forms that name a version are IMMUTABLE (versions never change); the
  * others resolve the current version and are STABLE.
  */
@@ -58,83 +58,14 @@ entry_from_args(FunctionCallInfo fcinfo, int *xarg)
 	return WdcModelLookup(name, version);
 }
 
-/* Describe the entry's per-sample input shape as "1x64x64". */
-static char *
-shape_text(const WdcModelEntry *entry)
-{
-	StringInfoData buf;
-
-	initStringInfo(&buf);
-	for (int i = 1; i < entry->input_rank; i++)
-		appendStringInfo(&buf, "%s" INT64_FORMAT, i > 1 ? "x" : "", entry->input_dims[i]);
-	return buf.data;
-}
-
-/*
- * Check that an image of width x height x channels fits the encoder's input:
- * the last two input dimensions are height and width, the rest multiply to
- * channels.
- */
-static void
-check_image_shape(const WdcModelEntry *entry, Size width, Size height, Size channels)
-{
-	Size		per_sample = WdcModelSampleSize(entry);
-	bool		ok;
-
-	if (entry->input_rank >= 3)
-		ok = entry->input_dims[entry->input_rank - 1] == (int64) width &&
-			entry->input_dims[entry->input_rank - 2] == (int64) height &&
-			per_sample == width * height * channels;
-	else
-		ok = per_sample == width * height * channels;
-	if (!ok)
-		ereport(ERROR,
-				(errcode(ERRCODE_DATA_EXCEPTION),
-				 errmsg("image of %zu x %zu pixels%s does not fit model \"%s\" version " INT64_FORMAT ", which expects input %s",
-						width, height,
-						channels > 1 ? psprintf(" x %zu channels", channels) : "",
-						entry->name, entry->version, shape_text(entry)),
-				 errhint("Declare preprocessing with width and height when loading the model, or pass a cutout of the right size.")));
-}
-
 /* Preprocess (if declared), check shape and NaNs, run, build the latent. */
 static Latent *
 encode_image(WdcModelEntry *entry, WdcImage *image, Size channels)
 {
-	WdcImage	prepared = *image;
+	WdcImage	prepared = WdcModelPrepareImage(entry, image, channels, 0);
 	float	   *out;
 	Size		per_out;
-	Size		n;
-	Size		nan_count = 0;
 	Latent	   *result;
-
-	if (entry->has_preprocess)
-	{
-		WdcEnv		env;
-		WdcError	error;
-
-		if (channels != 1)
-			ereport(ERROR,
-					(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-					 errmsg("model \"%s\" declares preprocessing, which applies to 2-D images only",
-							entry->name),
-					 errhint("Pass a real[height][width] image or a FITS cutout.")));
-		WdcFitsEnvInit(&env, &error);
-		if (wdc_preprocess_run(&env, &entry->preprocess, image, &prepared) != WDC_OK)
-			WdcFitsRaise(&error);
-	}
-	check_image_shape(entry, prepared.width, prepared.height, channels);
-
-	n = prepared.width * prepared.height * channels;
-	for (Size i = 0; i < n; i++)
-		if (isnan(prepared.pixels[i]) || isinf(prepared.pixels[i]))
-			nan_count++;
-	if (nan_count > 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_DATA_EXCEPTION),
-				 errmsg("image has %zu NaN or infinite pixels after preprocessing for model \"%s\"",
-						nan_count, entry->name),
-				 errhint("Declare a NaN fill in the model's preprocessing, for example {\"nan_fill\": \"median\"}, or clean the image first.")));
 
 	out = WdcModelRun(entry, prepared.pixels, 1, &per_out);
 	if (per_out < 1 || per_out > LATENT_MAX_DIM)
@@ -284,7 +215,7 @@ wdc_decode(PG_FUNCTION_ARGS)
 
 /*
  * wdc.infer(model, [version,] input real[]) -> real[]: the raw graph output
- * for one sample, no preprocessing.  The input holds one sample's elements
+ * for one sample, no preprocessing.  The input contains one sample's elements
  * in row-major order (any array shape with that many elements).
  */
 Datum
@@ -311,7 +242,7 @@ wdc_infer(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_DATA_EXCEPTION),
 				 errmsg("input has %zu elements but model \"%s\" version " INT64_FORMAT " expects %zu (shape %s)",
-						n, entry->name, entry->version, WdcModelSampleSize(entry), shape_text(entry))));
+						n, entry->name, entry->version, WdcModelSampleSize(entry), WdcModelShapeText(entry))));
 	out = WdcModelRun(entry, (float *) ARR_DATA_PTR(array), 1, &per_out);
 	PG_RETURN_ARRAYTYPE_P(output_array(entry, out, per_out));
 }

@@ -146,60 +146,12 @@ batch_flush(BatchInput *batch)
 static void
 batch_add(BatchInput *batch, int item, WdcImage *image, Size channels)
 {
-	WdcModelEntry *entry = batch->entry;
-	WdcImage	prepared = *image;
-	Size		n;
-	Size		nan_count = 0;
+	WdcImage	prepared = WdcModelPrepareImage(batch->entry, image, channels, item);
 	float	   *dst;
-	bool		ok;
 
-	/* 1. the model's preprocessing */
-	if (entry->has_preprocess)
-	{
-		WdcEnv		env;
-		WdcError	error;
-
-		if (channels != 1)
-			ereport(ERROR,
-					(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-					 errmsg("model \"%s\" declares preprocessing, which applies to single-channel images only",
-							entry->name),
-					 errhint("Pass images as real[n][height][width] or as FITS files.")));
-		WdcFitsEnvInit(&env, &error);
-		if (wdc_preprocess_run(&env, &entry->preprocess, image, &prepared) != WDC_OK)
-			WdcFitsRaise(&error);
-	}
-
-	/* 2. shape: the last two input dimensions are height and width */
-	n = prepared.width * prepared.height * channels;
-	if (entry->input_rank >= 3)
-		ok = entry->input_dims[entry->input_rank - 1] == (int64) prepared.width &&
-			entry->input_dims[entry->input_rank - 2] == (int64) prepared.height &&
-			batch->per_sample == n;
-	else
-		ok = batch->per_sample == n;
-	if (!ok)
-		ereport(ERROR,
-				(errcode(ERRCODE_DATA_EXCEPTION),
-				 errmsg("image %d of %zu x %zu pixels does not fit model \"%s\" version " INT64_FORMAT ", which expects %zu values per image",
-						item, prepared.width, prepared.height, entry->name,
-						entry->version, batch->per_sample),
-				 errhint("Declare preprocessing with width and height when loading the model, or pass cutouts of the right size.")));
-
-	/* 3. no NaN or infinity may reach the graph */
-	for (Size i = 0; i < n; i++)
-		if (isnan(prepared.pixels[i]) || isinf(prepared.pixels[i]))
-			nan_count++;
-	if (nan_count > 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_DATA_EXCEPTION),
-				 errmsg("image %d has %zu NaN or infinite pixels after preprocessing for model \"%s\"",
-						item, nan_count, entry->name),
-				 errhint("Declare a NaN fill in the model's preprocessing, for example {\"nan_fill\": \"median\"}, or clean the image first.")));
-
-	/* 4. into the group, which runs when full */
+	/* into the group, which runs when full */
 	dst = batch->group + batch->per_sample * batch->n_ready;
-	memcpy(dst, prepared.pixels, sizeof(float) * n);
+	memcpy(dst, prepared.pixels, sizeof(float) * batch->per_sample);
 	batch->n_ready++;
 	if (batch->n_ready == BATCH_GROUP)
 		batch_flush(batch);

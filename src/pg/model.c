@@ -21,6 +21,7 @@
  */
 #include "postgres.h"
 
+#include <math.h>
 #include <sys/stat.h>
 
 #include "catalog/namespace.h"
@@ -292,7 +293,7 @@ shape_from_jsonb(Jsonb *shape, int64 *dims, const char *what)
 }
 
 /*
- * Settings that say how a model is used, merged from ONNX metadata_props
+ * Settings that describe how a model is used, merged from ONNX metadata_props
  * (keys wdc.kind, wdc.output, wdc.input_shape, wdc.preprocessing) and the
  * options jsonb (keys kind, output, input_shape, preprocessing), the
  * options winning.
@@ -824,6 +825,75 @@ WdcModelRequireKind(const WdcModelEntry *entry, const char *kind, const char *ac
 				 errhint("%s needs a model loaded with kind \"%s\".", action, kind)));
 }
 
+char *
+WdcModelShapeText(const WdcModelEntry *entry)
+{
+	StringInfoData buf;
+
+	initStringInfo(&buf);
+	for (int i = 1; i < entry->input_rank; i++)
+		appendStringInfo(&buf, "%s" INT64_FORMAT, i > 1 ? "x" : "", entry->input_dims[i]);
+	return buf.data;
+}
+
+WdcImage
+WdcModelPrepareImage(const WdcModelEntry *entry, const WdcImage *image,
+					 Size channels, int item)
+{
+	WdcImage	prepared = *image;
+	char	   *what = item > 0 ? psprintf("image %d", item) : "image";
+	Size		per_sample = WdcModelSampleSize(entry);
+	Size		n;
+	Size		nan_count = 0;
+	bool		fits;
+
+	/* 1. the model's preprocessing */
+	if (entry->has_preprocess)
+	{
+		WdcEnv		env;
+		WdcError	error;
+
+		if (channels != 1)
+			ereport(ERROR,
+					(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+					 errmsg("model \"%s\" declares preprocessing, which applies to single-channel images only",
+							entry->name),
+					 errhint("Pass images as real[height][width], real[n][height][width] or FITS files.")));
+		WdcFitsEnvInit(&env, &error);
+		if (wdc_preprocess_run(&env, &entry->preprocess, image, &prepared) != WDC_OK)
+			WdcFitsRaise(&error);
+	}
+
+	/* 2. shape: the last two input dimensions are height and width */
+	n = prepared.width * prepared.height * channels;
+	if (entry->input_rank >= 3)
+		fits = entry->input_dims[entry->input_rank - 1] == (int64) prepared.width &&
+			entry->input_dims[entry->input_rank - 2] == (int64) prepared.height &&
+			per_sample == n;
+	else
+		fits = per_sample == n;
+	if (!fits)
+		ereport(ERROR,
+				(errcode(ERRCODE_DATA_EXCEPTION),
+				 errmsg("%s of %zu x %zu pixels%s does not fit model \"%s\" version " INT64_FORMAT ", which expects input %s",
+						what, prepared.width, prepared.height,
+						channels > 1 ? psprintf(" x %zu channels", channels) : "",
+						entry->name, entry->version, WdcModelShapeText(entry)),
+				 errhint("Declare preprocessing with width and height when loading the model, or pass cutouts of the right size.")));
+
+	/* 3. no NaN or infinity may reach the graph */
+	for (Size i = 0; i < n; i++)
+		if (isnan(prepared.pixels[i]) || isinf(prepared.pixels[i]))
+			nan_count++;
+	if (nan_count > 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_DATA_EXCEPTION),
+				 errmsg("%s has %zu NaN or infinite pixels after preprocessing for model \"%s\"",
+						what, nan_count, entry->name),
+				 errhint("Declare a NaN fill in the model's preprocessing, for example {\"nan_fill\": \"median\"}, or clean the image first.")));
+	return prepared;
+}
+
 Size
 WdcModelSampleSize(const WdcModelEntry *entry)
 {
@@ -919,8 +989,8 @@ PG_FUNCTION_INFO_V1(read_model_file);
  * wdc.read_model_file(path text) -> bytea
  *
  * Read a whole server file, as pg_read_binary_file does, but only for roles
- * with the privileges of pg_read_server_files (checked here, whatever
- * EXECUTE grants say).  The size must fit a bytea.
+ * with the privileges of pg_read_server_files (checked here, regardless of
+ * EXECUTE grants).  The size must fit a bytea.
  */
 Datum
 read_model_file(PG_FUNCTION_ARGS)

@@ -61,9 +61,22 @@ extern void wdc_model_init(void);
  */
 extern WdcModelEntry *WdcModelLookup(const char *name, int64 version);
 
-/* Raise unless the entry has the given kind; action says what was tried. */
+/* Raise unless the entry has the given kind; action names the caller in the hint. */
 extern void WdcModelRequireKind(const WdcModelEntry *entry, const char *kind,
 								const char *action);
+
+/*
+ * Prepare one image of width x height x channels for the entry's encoder
+ * input: run the declared preprocessing (single-channel images only), then
+ * check that the result fits the input shape and has no NaN or infinite
+ * pixel.  item is the image's 1-based position in a batch, or 0 for a single
+ * image, and errors name it.  The result may share pixels with image.
+ */
+extern WdcImage WdcModelPrepareImage(const WdcModelEntry *entry, const WdcImage *image,
+									 Size channels, int item);
+
+/* The entry's per-sample input shape as text, such as "1x64x64". */
+extern char *WdcModelShapeText(const WdcModelEntry *entry);
 
 /* Elements of one sample of the entry's input (product of dims 1..rank-1). */
 extern Size WdcModelSampleSize(const WdcModelEntry *entry);
