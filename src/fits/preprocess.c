@@ -167,19 +167,22 @@ compare_float(const void *a, const void *b)
 	return (x > y) - (x < y);
 }
 
-/* Sorted copy of the finite values; *sorted is NULL when none is finite. */
+/*
+ * Copy of the finite values, in no particular order; *finite is NULL when
+ * none is finite.
+ */
 static WdcStatus
-sorted_finite(const WdcEnv *env, const float *data, size_t n, float **sorted,
-			  size_t *count)
+copy_finite(const WdcEnv *env, const float *data, size_t n, float **finite,
+			size_t *count)
 {
 	size_t		m = 0;
 	float	   *copy;
 
-	*sorted = NULL;
+	*finite = NULL;
 	*count = 0;
 	copy = wdc_alloc(env, (n ? n : 1) * sizeof(float));
 	if (copy == NULL)
-		return wdc_error(env, WDC_ERR_NOMEM, "out of memory sorting pixels");
+		return wdc_error(env, WDC_ERR_NOMEM, "out of memory ranking pixels");
 	for (size_t i = 0; i < n; i++)
 		if (isfinite(data[i]))
 			copy[m++] = data[i];
@@ -188,36 +191,131 @@ sorted_finite(const WdcEnv *env, const float *data, size_t n, float **sorted,
 		wdc_free(env, copy);
 		return WDC_OK;
 	}
-	qsort(copy, m, sizeof(float), compare_float);
-	*sorted = copy;
+	*finite = copy;
 	*count = m;
 	return WDC_OK;
 }
 
-/* Percentile p of sorted[0..m), numpy's linear method. */
+static inline void
+swap_float(float *a, float *b)
+{
+	float		t = *a;
+
+	*a = *b;
+	*b = t;
+}
+
+/*
+ * Rearrange a[0..n) so that a[k] holds the value of rank k (0-based), with
+ * no larger value before it and no smaller one after it.  Quickselect with
+ * a median-of-three pivot runs in O(n) on average; the values are finite,
+ * so comparisons are a total order.  After 2 log2(n) partitions that
+ * shrink the range by less than a quarter, the rest is sorted instead, which
+ * bounds the worst case at O(n log n).
+ */
+static void
+select_rank(float *a, size_t n, size_t k)
+{
+	size_t		lo = 0,
+				hi = n - 1;		/* inclusive range that contains rank k */
+	int			budget = 2;
+
+	for (size_t s = n; s > 1; s >>= 1)
+		budget += 2;
+	while (hi > lo)
+	{
+		size_t		len = hi - lo + 1;
+		size_t		mid = lo + len / 2;
+		size_t		i,
+					j;
+		float		pivot;
+
+		if (len <= 16 || budget-- <= 0)
+		{
+			qsort(a + lo, len, sizeof(float), compare_float);
+			return;
+		}
+		/* median of three into a[mid], smallest at a[lo], largest at a[hi] */
+		if (a[mid] < a[lo])
+			swap_float(&a[mid], &a[lo]);
+		if (a[hi] < a[lo])
+			swap_float(&a[hi], &a[lo]);
+		if (a[hi] < a[mid])
+			swap_float(&a[hi], &a[mid]);
+		pivot = a[mid];
+
+		/* Hoare partition of a[lo+1 .. hi-1]; a[lo] and a[hi] are sentinels */
+		i = lo;
+		j = hi;
+		for (;;)
+		{
+			do
+				i++;
+			while (a[i] < pivot);
+			do
+				j--;
+			while (a[j] > pivot);
+			if (i >= j)
+				break;
+			swap_float(&a[i], &a[j]);
+		}
+		/* now a[lo..j] <= pivot <= a[j+1..hi] */
+		if (k <= j)
+			hi = j;
+		else
+			lo = j + 1;
+		if (hi - lo + 1 > len - len / 4)
+			budget--;			/* a poor split: count it twice */
+	}
+}
+
+/*
+ * Percentile p (0 to 100) of the m values in a, numpy's linear method:
+ * the values of rank floor(pos) and the next one, pos = p / 100 * (m - 1),
+ * interpolated.  Reorders a; only a[from..m) is searched, which the
+ * caller guarantees holds every rank from `from` on (see select_rank).
+ */
 static double
-percentile_of_sorted(const float *sorted, size_t m, double p)
+percentile_select(float *a, size_t m, size_t from, double p, size_t *rank)
 {
 	double		pos = p / 100.0 * (double) (m - 1);
 	size_t		lo = (size_t) floor(pos);
-	size_t		hi = lo + 1 < m ? lo + 1 : lo;
 	double		t = pos - (double) lo;
+	float		below,
+				above;
 
-	return (double) sorted[lo] + t * ((double) sorted[hi] - (double) sorted[lo]);
+	if (lo < from)
+		lo = from;
+	if (lo > m - 1)
+		lo = m - 1;
+	select_rank(a + from, m - from, lo - from);
+	below = a[lo];
+	above = below;
+	/* the next rank is the smallest value after it */
+	if (lo + 1 < m)
+	{
+		above = a[lo + 1];
+		for (size_t i = lo + 2; i < m; i++)
+			if (a[i] < above)
+				above = a[i];
+	}
+	*rank = lo;
+	return (double) below + t * ((double) above - (double) below);
 }
 
 WdcStatus
 wdc_percentile(const WdcEnv *env, const float *data, size_t n, double p,
 			   double *result)
 {
-	float	   *sorted;
-	size_t		m;
-	WdcStatus	rc = sorted_finite(env, data, n, &sorted, &m);
+	float	   *finite;
+	size_t		m,
+				rank;
+	WdcStatus	rc = copy_finite(env, data, n, &finite, &m);
 
 	if (rc != WDC_OK)
 		return rc;
-	*result = m ? percentile_of_sorted(sorted, m, p) : NAN;
-	wdc_free(env, sorted);
+	*result = m ? percentile_select(finite, m, 0, p, &rank) : NAN;
+	wdc_free(env, finite);
 	return WDC_OK;
 }
 
@@ -454,10 +552,11 @@ wdc_preprocess_run(const WdcEnv *env, const WdcPreprocess *pp,
 	/* 3. Clip to percentiles. */
 	if (pp->clip_low > 0.0 || pp->clip_high < 100.0)
 	{
-		float	   *sorted;
-		size_t		m;
+		float	   *finite;
+		size_t		m,
+					rank;
 
-		rc = sorted_finite(env, p, n, &sorted, &m);
+		rc = copy_finite(env, p, n, &finite, &m);
 		if (rc != WDC_OK)
 		{
 			wdc_image_free(env, out);
@@ -465,8 +564,14 @@ wdc_preprocess_run(const WdcEnv *env, const WdcPreprocess *pp,
 		}
 		if (m > 0)
 		{
-			float		lo = (float) percentile_of_sorted(sorted, m, pp->clip_low);
-			float		hi = (float) percentile_of_sorted(sorted, m, pp->clip_high);
+			/*
+			 * The low percentile's selection leaves every higher rank after
+			 * it, so the high one searches only that part.
+			 */
+			float		lo = (float) percentile_select(finite, m, 0,
+													   pp->clip_low, &rank);
+			float		hi = (float) percentile_select(finite, m, rank,
+													   pp->clip_high, &rank);
 
 			for (size_t i = 0; i < n; i++)
 			{
@@ -476,7 +581,7 @@ wdc_preprocess_run(const WdcEnv *env, const WdcPreprocess *pp,
 					p[i] = hi;
 			}
 		}
-		wdc_free(env, sorted);
+		wdc_free(env, finite);
 	}
 
 	/* 4. Stretch. */

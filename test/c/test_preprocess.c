@@ -173,6 +173,165 @@ test_percentiles_and_zscale(void)
 	}
 }
 
+static int
+cmp_float_ref(const void *a, const void *b)
+{
+	float		x = *(const float *) a;
+	float		y = *(const float *) b;
+
+	return (x > y) - (x < y);
+}
+
+/* Percentile by a full sort of the finite values, numpy's linear method. */
+static double
+sorted_percentile(const float *data, size_t n, double p)
+{
+	float	   *s = malloc((n ? n : 1) * sizeof(float));
+	size_t		m = 0;
+	double		pos,
+				t,
+				v;
+	size_t		lo,
+				hi;
+
+	for (size_t i = 0; i < n; i++)
+		if (isfinite(data[i]))
+			s[m++] = data[i];
+	if (m == 0)
+	{
+		free(s);
+		return NAN;
+	}
+	qsort(s, m, sizeof(float), cmp_float_ref);
+	pos = p / 100.0 * (double) (m - 1);
+	lo = (size_t) floor(pos);
+	hi = lo + 1 < m ? lo + 1 : lo;
+	t = pos - (double) lo;
+	v = (double) s[lo] + t * ((double) s[hi] - (double) s[lo]);
+	free(s);
+	return v;
+}
+
+/*
+ * Percentiles come from a selection, not a sort; they must equal the
+ * sorted values exactly on orders that defeat naive pivots (sorted,
+ * reversed, constant, organ pipe, few distinct values) and with NaN and
+ * infinite pixels, and the two-sided clip must match a clip by sorting.
+ */
+static void
+test_percentile_selection(void)
+{
+	static const size_t sizes[] = {1, 2, 3, 16, 17, 100, 1024, 4099};
+	static const double ps[] = {0, 0.5, 1, 25, 50, 75, 99, 99.5, 100};
+	const char *const patterns[] = {"random", "few values", "sorted", "reversed",
+	"constant", "organ pipe", "sawtooth", "nan and inf"};
+	unsigned	seed = 12345;
+	int			bad = 0,
+				checked = 0,
+				clip_bad = 0,
+				clips = 0;
+	char		why[256] = "";
+
+	for (size_t si = 0; si < sizeof(sizes) / sizeof(sizes[0]); si++)
+		for (int pat = 0; pat < 8; pat++)
+		{
+			size_t		n = sizes[si];
+			float	   *a = malloc(n * sizeof(float));
+
+			for (size_t i = 0; i < n; i++)
+			{
+				seed = seed * 1103515245u + 12345u;
+				switch (pat)
+				{
+					case 0:
+						a[i] = (float) (seed >> 8) / 16777216.0f - 0.5f;
+						break;
+					case 1:
+						a[i] = (float) ((seed >> 16) % 4);
+						break;
+					case 2:
+						a[i] = (float) i;
+						break;
+					case 3:
+						a[i] = (float) (n - i);
+						break;
+					case 4:
+						a[i] = 7.0f;
+						break;
+					case 5:
+						a[i] = (float) (i < n / 2 ? i : n - i);
+						break;
+					case 6:
+						a[i] = (float) (i % 10);
+						break;
+					default:
+						a[i] = (seed >> 16) % 5 == 0 ? NAN :
+							(seed >> 16) % 7 == 0 ? INFINITY :
+							(float) ((seed >> 8) % 1000);
+				}
+			}
+			for (size_t pi = 0; pi < sizeof(ps) / sizeof(ps[0]); pi++)
+			{
+				double		got,
+							want = sorted_percentile(a, n, ps[pi]);
+
+				wdc_percentile(&env, a, n, ps[pi], &got);
+				checked++;
+				if (!(got == want || (isnan(got) && isnan(want))))
+				{
+					bad++;
+					snprintf(why, sizeof(why), "%s n=%zu p%g: %.9g want %.9g",
+							 patterns[pat], n, ps[pi], got, want);
+				}
+			}
+			for (size_t pi = 0; pi + 1 < sizeof(ps) / sizeof(ps[0]); pi++)
+			{
+				WdcPreprocess pp;
+				WdcImage	in = {.width = n, .height = 1, .pixels = a},
+							out;
+				char		low[32],
+							high[32];
+				double		lo = sorted_percentile(a, n, ps[pi]),
+							hi = sorted_percentile(a, n, ps[pi + 1]);
+
+				wdc_preprocess_init(&pp);
+				snprintf(low, sizeof(low), "%g", ps[pi]);
+				snprintf(high, sizeof(high), "%g", ps[pi + 1]);
+				if (wdc_preprocess_set(&env, &pp, "clip_low", low) != WDC_OK ||
+					wdc_preprocess_set(&env, &pp, "clip_high", high) != WDC_OK ||
+					wdc_preprocess_run(&env, &pp, &in, &out) != WDC_OK)
+				{
+					clip_bad++;
+					snprintf(why, sizeof(why), "clip failed: %.200s", err.message);
+					continue;
+				}
+				clips++;
+				for (size_t i = 0; i < n; i++)
+				{
+					float		want = isnan(a[i]) ? a[i] :
+						a[i] < (float) lo ? (float) lo :
+						a[i] > (float) hi ? (float) hi : a[i];
+
+					if (!(out.pixels[i] == want ||
+						  (isnan(want) && isnan(out.pixels[i]))))
+					{
+						clip_bad++;
+						snprintf(why, sizeof(why), "clip %s n=%zu [%g, %g] pixel %zu: %g want %g",
+								 patterns[pat], n, ps[pi], ps[pi + 1], i,
+								 out.pixels[i], want);
+						break;
+					}
+				}
+				wdc_image_free(&env, &out);
+			}
+			free(a);
+		}
+	wdc_test_case("percentile by selection equals the sorted value "
+				  "(576 cases)", bad == 0 && checked == 576, why);
+	wdc_test_case("two-sided clip by selection equals a clip by sorting "
+				  "(512 cases)", clip_bad == 0 && clips == 512, why);
+}
+
 static void
 test_preprocess_steps(void)
 {
@@ -408,6 +567,7 @@ main(void)
 	wdc_env_init_default(&env, &err);
 	test_resize();
 	test_percentiles_and_zscale();
+	test_percentile_selection();
 	test_preprocess_steps();
 	test_png();
 	return wdc_test_summary();
