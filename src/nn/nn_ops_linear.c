@@ -287,14 +287,158 @@ window_out_shape(const NnStep *s, int64_t channels, NnShape *out)
 /* --- Conv ------------------------------------------------------------------ */
 
 /*
+ * Copies and fills of short runs.  im2col moves one output row (OW floats,
+ * often 4 to 32) per call, about 14,000 runs per image on a typical
+ * encoder; through the library's memcpy and memset the call overhead cost
+ * more than the data moved.  Fixed-size chunks let the compiler emit
+ * plain vector moves.
+ */
+static inline void
+copy_run(float *restrict d, const float *restrict s, int64_t n)
+{
+	while (n >= 8)
+	{
+		memcpy(d, s, 8 * sizeof(float));
+		d += 8;
+		s += 8;
+		n -= 8;
+	}
+	if (n >= 4)
+	{
+		memcpy(d, s, 4 * sizeof(float));
+		d += 4;
+		s += 4;
+		n -= 4;
+	}
+	while (n-- > 0)
+		*d++ = *s++;
+}
+
+static inline void
+zero_run(float *d, int64_t n)
+{
+	while (n >= 8)
+	{
+		memset(d, 0, 8 * sizeof(float));
+		d += 8;
+		n -= 8;
+	}
+	while (n-- > 0)
+		*d++ = 0.0f;
+}
+
+/*
+ * Split one input row of W pixels into sw phase rows of wq pixels each,
+ * ps floats apart: out[r * ps + j] = row[j * sw + r], zero past the row's
+ * end.
+ */
+static inline void
+split_row(float *restrict out, const float *restrict row, int64_t W,
+		  int64_t sw, int64_t wq, int64_t ps)
+{
+	if (sw == 1)
+	{
+		copy_run(out, row, W);
+		return;
+	}
+	if (sw == 2 && W == 2 * wq)
+	{
+		float	   *even = out,
+				   *odd = out + ps;
+		int64_t		j = 0;
+
+#ifdef __SSE2__
+		/* four pixel pairs at a time: shuffle evens and odds apart */
+		for (; j + 4 <= wq; j += 4)
+		{
+			__m128		a = _mm_loadu_ps(row + 2 * j);
+			__m128		b = _mm_loadu_ps(row + 2 * j + 4);
+
+			_mm_storeu_ps(even + j, _mm_shuffle_ps(a, b, _MM_SHUFFLE(2, 0, 2, 0)));
+			_mm_storeu_ps(odd + j, _mm_shuffle_ps(a, b, _MM_SHUFFLE(3, 1, 3, 1)));
+		}
+#endif
+		for (; j < wq; j++)
+		{
+			even[j] = row[2 * j];
+			odd[j] = row[2 * j + 1];
+		}
+		return;
+	}
+	for (int64_t r = 0; r < sw; r++)
+		for (int64_t j = 0; j < wq; j++)
+			out[r * ps + j] = j * sw + r < W ? row[j * sw + r] : 0.0f;
+}
+
+/* floor(a / b) for b > 0 */
+static inline int64_t
+floor_div(int64_t a, int64_t b)
+{
+	return a >= 0 ? a / b : -((-a + b - 1) / b);
+}
+
+/* One row of a tap: zero, then plane[src + lo .. src + hi], then zero. */
+static inline void
+tap_row(float *d, const float *plane, int64_t src, int64_t OW, int64_t lo,
+		int64_t hi)
+{
+	zero_run(d, lo);
+	copy_run(d + lo, plane + src + lo, hi - lo + 1);
+	zero_run(d + hi + 1, OW - hi - 1);
+}
+
+/*
+ * One tap's block of an im2col row for one image: d[oh * OW + ow] =
+ * plane[off + oh * pitch + ow] for oh in [ohlo, ohhi] and ow in [lo, hi],
+ * zero elsewhere; off = qh * pitch + qw.  When the plane's pitch equals
+ * OW, the rows strictly between the first and the last are one contiguous
+ * run in both, so they move in one copy and only their columns outside
+ * [lo, hi] are zeroed afterwards.  That copy reads |qw| < pitch elements
+ * past its rows at either end, which still lie in rows ohlo and ohhi of
+ * the plane.
+ */
+static inline void
+tap_block(float *d, const float *plane, int64_t off, int64_t qw,
+		  int64_t pitch, int64_t OH, int64_t OW, int64_t ohlo, int64_t ohhi,
+		  int64_t lo, int64_t hi)
+{
+	if (ohlo > ohhi || lo > hi)
+	{
+		zero_run(d, OH * OW);
+		return;
+	}
+	zero_run(d, ohlo * OW);
+	zero_run(d + (ohhi + 1) * OW, (OH - 1 - ohhi) * OW);
+	if (pitch == OW && qw > -pitch && qw < pitch && ohhi - ohlo >= 2)
+	{
+		tap_row(d + ohlo * OW, plane, off + ohlo * pitch, OW, lo, hi);
+		copy_run(d + (ohlo + 1) * OW, plane + off + (ohlo + 1) * pitch,
+				 (ohhi - ohlo - 1) * OW);
+		if (lo > 0 || hi < OW - 1)
+			for (int64_t oh = ohlo + 1; oh < ohhi; oh++)
+			{
+				zero_run(d + oh * OW, lo);
+				zero_run(d + oh * OW + hi + 1, OW - hi - 1);
+			}
+		tap_row(d + ohhi * OW, plane, off + ohhi * pitch, OW, lo, hi);
+		return;
+	}
+	for (int64_t oh = ohlo; oh <= ohhi; oh++)
+		tap_row(d + oh * OW, plane, off + oh * pitch, OW, lo, hi);
+}
+
+/*
  * Fill cols for one group and a run of images (im2col).  cols has one row
  * per (channel, ki, kj) and one column per (image, oh, ow).  Taps outside
  * the image are zero.
  *
- * With a column stride sw > 1, the taps of one row are every sw-th input
- * pixel, a gather that does not vectorize.  So the input rows are first
- * split into sw phase rows (pixels j*sw + r for phase r) in split.  Every
- * row of cols is then a run of contiguous copies.
+ * With strides, the taps of one row are every sh-th input row and every
+ * sw-th pixel, a gather that does not vectorize.  So each input plane is
+ * first split into sh * sw phase planes (rows i*sh + rh, pixels j*sw + rw)
+ * of hq x wq pixels in split, zero-filled past the image.  A tap is then
+ * a shifted window of one phase plane (of the input plane itself without
+ * strides), and the common "same" geometry, where the plane is as wide as
+ * the output, copies it in one run (see tap_block).
  */
 static void
 im2col(const int64_t *p, const float *x, int64_t c0, int64_t cg, int64_t img0,
@@ -307,71 +451,73 @@ im2col(const int64_t *p, const float *x, int64_t c0, int64_t cg, int64_t img0,
 				OW = p[P_OW],
 				ohw = OH * OW;
 	int64_t		ncols = nimg * ohw;
-	int64_t		sw = p[P_SW];
-	int64_t		wq = (W + sw - 1) / sw; /* length of a phase row */
+	int64_t		sh = p[P_SH],
+				sw = p[P_SW];
+	/* phase plane height and width; the input plane's without strides */
+	int64_t		hq = (H + sh - 1) / sh,
+				wq = (W + sw - 1) / sw,
+				phases = sh * sw,
+				psize = hq * wq;
+	int			strided = sh > 1 || sw > 1;
 
-	/* split rows by phase: split[im][ch][ih][r][j] = x[.., ih, j*sw + r] */
-	if (sw > 1)
+	/* split[im][ch][rh][rw][i][j] = x[.., i*sh + rh, j*sw + rw] */
+	if (strided)
 		for (int64_t im = 0; im < nimg; im++)
 			for (int64_t ch = 0; ch < cg; ch++)
 			{
 				const float *plane = x + ((img0 + im) * C + c0 + ch) * H * W;
-				float	   *sp = split + (im * cg + ch) * H * sw * wq;
+				float	   *sp = split + (im * cg + ch) * phases * psize;
 
-				for (int64_t ih = 0; ih < H; ih++)
-					for (int64_t r = 0; r < sw; r++)
+				for (int64_t rh = 0; rh < sh; rh++)
+					for (int64_t i = 0; i < hq; i++)
 					{
-						float	   *row = sp + (ih * sw + r) * wq;
+						float	   *out = sp + rh * sw * psize + i * wq;
 
-						for (int64_t j = 0; j < wq; j++)
-							row[j] = j * sw + r < W ? plane[ih * W + j * sw + r] : 0.0f;
+						if (i * sh + rh < H)
+							split_row(out, plane + (i * sh + rh) * W, W, sw, wq,
+									  psize);
+						else
+							for (int64_t rw = 0; rw < sw; rw++)
+								zero_run(out + rw * psize, wq);
 					}
 			}
 
-	for (int64_t kj = 0; kj < p[P_KW]; kj++)
+	for (int64_t ki = 0; ki < p[P_KH]; ki++)
 	{
-		/* output columns whose tap iw = ow*sw + shift is inside [0, W) */
-		int64_t		shift = kj * p[P_DW] - p[P_PL];
-		int64_t		lo = shift >= 0 ? 0 : (-shift + sw - 1) / sw;
-		int64_t		hi = W - 1 - shift < 0 ? -1 : (W - 1 - shift) / sw;
-		/* iw = (ow + q) * sw + r with 0 <= r < sw */
-		int64_t		q = shift >= 0 ? shift / sw : -((-shift + sw - 1) / sw);
-		int64_t		r = shift - q * sw;
+		/* input row ih = oh*sh + offh = (oh + qh)*sh + rh */
+		int64_t		offh = ki * p[P_DH] - p[P_PT];
+		int64_t		qh = floor_div(offh, sh),
+					rh = offh - qh * sh;
+		int64_t		ohlo = qh < 0 ? -qh : 0,
+					ohhi = hq - 1 - qh;
 
-		if (hi > OW - 1)
-			hi = OW - 1;
-		for (int64_t ch = 0; ch < cg; ch++)
-			for (int64_t ki = 0; ki < p[P_KH]; ki++)
+		if (ohhi > OH - 1)
+			ohhi = OH - 1;
+		for (int64_t kj = 0; kj < p[P_KW]; kj++)
+		{
+			int64_t		offw = kj * p[P_DW] - p[P_PL];
+			int64_t		qw = floor_div(offw, sw),
+						rw = offw - qw * sw;
+			int64_t		lo = qw < 0 ? -qw : 0,
+						hi = wq - 1 - qw;
+
+			if (hi > OW - 1)
+				hi = OW - 1;
+			for (int64_t ch = 0; ch < cg; ch++)
 			{
 				float	   *row = cols + ((ch * p[P_KH] + ki) * p[P_KW] + kj) * ncols;
 
 				for (int64_t im = 0; im < nimg; im++)
 				{
-					float	   *dst = row + im * ohw;
+					const float *plane = strided ?
+						split + ((im * cg + ch) * phases + rh * sw + rw) * psize :
+						x + ((img0 + im) * C + c0 + ch) * H * W;
 
-					for (int64_t oh = 0; oh < OH; oh++)
-					{
-						int64_t		ih = oh * p[P_SH] - p[P_PT] + ki * p[P_DH];
-						float	   *d = dst + oh * OW;
-						const float *src;
-
-						if (ih < 0 || ih >= H || lo > hi)
-						{
-							memset(d, 0, sizeof(float) * OW);
-							continue;
-						}
-						if (sw > 1)
-							src = split + (((im * cg + ch) * H + ih) * sw + r) * wq + q;
-						else
-							src = x + ((img0 + im) * C + c0 + ch) * H * W + ih * W + shift;
-						if (lo > 0)
-							memset(d, 0, sizeof(float) * lo);
-						memcpy(d + lo, src + lo, sizeof(float) * (hi - lo + 1));
-						if (hi + 1 < OW)
-							memset(d + hi + 1, 0, sizeof(float) * (OW - hi - 1));
-					}
+					tap_block(row + im * ohw, plane, qh * wq + qw, qw, wq, OH, OW,
+							  ohlo, ohhi, lo, hi);
 				}
 			}
+		}
 	}
 }
 
@@ -380,7 +526,7 @@ im2col(const int64_t *p, const float *x, int64_t c0, int64_t cg, int64_t img0,
  * w[m] (*) x[n] + bias[m], then the fused activation when act is set.
  * bias may be NULL.  scratch contains the im2col matrix, the
  * [Mg, images*OHW] result when several images share a GEMM, and the
- * phase-split input rows (see im2col).
+ * phase planes of strided convolutions (see im2col).
  */
 static void
 conv_apply(const int64_t *p, int64_t nbatch, const float *x, const float *w,
@@ -462,10 +608,12 @@ static size_t
 conv_scratch(const int64_t *p, int64_t cg, int64_t kg, int64_t mg,
 			 int64_t chunk)
 {
-	int64_t		sw = p[P_SW];
-	int64_t		split = sw > 1 ? chunk * cg * p[P_H] * sw * ((p[P_W] + sw - 1) / sw) : 0;
+	int64_t		sh = p[P_SH],
+				sw = p[P_SW];
+	int64_t		split = sh > 1 || sw > 1 ?
+		chunk * cg * sh * sw * ((p[P_H] + sh - 1) / sh) * ((p[P_W] + sw - 1) / sw) : 0;
 
-	/* columns, the wide GEMM result, and the phase-split input rows */
+	/* columns, the wide GEMM result, and the phase planes (see im2col) */
 	return (size_t) ((kg + (chunk > 1 ? mg : 0)) * chunk * p[P_OH] * p[P_OW] +
 					 split) * sizeof(float);
 }

@@ -1,0 +1,290 @@
+/*
+ * test_nn_conv.c
+ *	  Check the runtime's 2-D Conv against a direct convolution in double
+ *	  precision on many geometries.
+ *
+ * The im2col lowering has several paths: phase planes for strides, one
+ * block copy per tap when a plane is as wide as the output, row-by-row
+ * copies otherwise, several images per GEMM for small outputs, and 1x1
+ * convolutions that read the input directly.  The ONNX node tests cover
+ * few geometries, so this test sweeps fixed "same" geometries that take
+ * the block path and a few hundred seeded random ones (kernel 1 to 5,
+ * stride 1 to 3, dilation 1 to 2, asymmetric pads, groups, batches up to
+ * 40).  Each output must satisfy |y - ref| <= 1e-5 * (1 + |ref|) +
+ * 1e-5 * max|ref|.
+ */
+#include "nn/nn.h"
+#include "nn_build.h"
+#include "wdc_test.h"
+
+#include <math.h>
+
+typedef struct ConvGeom
+{
+	int64_t		n,
+				c,
+				h,
+				w,
+				m,
+				group,
+				kh,
+				kw,
+				sh,
+				sw,
+				dh,
+				dw,
+				pt,
+				pl,
+				pb,
+				pr;
+} ConvGeom;
+
+static uint64_t rng_state = 0x9E3779B97F4A7C15ULL;
+
+/* xorshift64: reproducible across platforms */
+static uint64_t
+next_u64(void)
+{
+	rng_state ^= rng_state << 13;
+	rng_state ^= rng_state >> 7;
+	rng_state ^= rng_state << 17;
+	return rng_state;
+}
+
+static int64_t
+pick(int64_t lo, int64_t hi)
+{
+	return lo + (int64_t) (next_u64() % (uint64_t) (hi - lo + 1));
+}
+
+static float
+signed_unit(void)
+{
+	return (float) ((double) (next_u64() >> 11) / 9007199254740992.0 * 2.0 - 1.0);
+}
+
+/* Direct convolution in double: y[n][m][oh][ow]. */
+static void
+reference(const ConvGeom *g, int64_t oh_n, int64_t ow_n, const float *x,
+		  const float *w, const float *bias, double *y)
+{
+	int64_t		cg = g->c / g->group,
+				mg = g->m / g->group;
+
+	for (int64_t n = 0; n < g->n; n++)
+		for (int64_t m = 0; m < g->m; m++)
+			for (int64_t oh = 0; oh < oh_n; oh++)
+				for (int64_t ow = 0; ow < ow_n; ow++)
+				{
+					double		s = bias[m];
+					int64_t		grp = m / mg;
+
+					for (int64_t ci = 0; ci < cg; ci++)
+						for (int64_t ki = 0; ki < g->kh; ki++)
+							for (int64_t kj = 0; kj < g->kw; kj++)
+							{
+								int64_t		ih = oh * g->sh - g->pt + ki * g->dh;
+								int64_t		iw = ow * g->sw - g->pl + kj * g->dw;
+								int64_t		ch = grp * cg + ci;
+
+								if (ih < 0 || ih >= g->h || iw < 0 || iw >= g->w)
+									continue;
+								s += (double) w[((m * cg + ci) * g->kh + ki) * g->kw + kj] *
+									x[((n * g->c + ch) * g->h + ih) * g->w + iw];
+							}
+					y[((n * g->m + m) * oh_n + oh) * ow_n + ow] = s;
+				}
+}
+
+static void
+run_geom(const ConvGeom *g, const char *label, int *bad, char *why,
+		 size_t whylen)
+{
+	NnBuild		b;
+	WdcError	err;
+	WdcEnv		env;
+	WdcNnModel *model = NULL;
+	WdcNnPlan  *plan = NULL;
+	int64_t		xdims[4] = {g->n, g->c, g->h, g->w};
+	int64_t		wdims[4] = {g->m, g->c / g->group, g->kh, g->kw};
+	int64_t		bdims[1] = {g->m};
+	int64_t		v[4];
+	int64_t		oh_n = (g->h + g->pt + g->pb - ((g->kh - 1) * g->dh + 1)) / g->sh + 1;
+	int64_t		ow_n = (g->w + g->pl + g->pr - ((g->kw - 1) * g->dw + 1)) / g->sw + 1;
+	size_t		nx = (size_t) (g->n * g->c * g->h * g->w),
+				nw = (size_t) (wdims[0] * wdims[1] * g->kh * g->kw),
+				ny = (size_t) (g->n * g->m * oh_n * ow_n);
+	float	   *x = malloc(nx * sizeof(float)),
+			   *w = malloc(nw * sizeof(float)),
+			   *bias = malloc((size_t) g->m * sizeof(float)),
+			   *y = malloc(ny * sizeof(float));
+	double	   *ref = malloc(ny * sizeof(double));
+	Onnx__NodeProto *nd;
+	uint8_t    *bytes;
+	size_t		len;
+
+	for (size_t i = 0; i < nx; i++)
+		x[i] = signed_unit();
+	for (size_t i = 0; i < nw; i++)
+		w[i] = signed_unit();
+	for (int64_t i = 0; i < g->m; i++)
+		bias[i] = signed_unit();
+
+	wdc_env_init_default(&env, &err);
+	nnb_init(&b, 17);
+	nnb_input(&b, "x", 4, xdims);
+	nnb_init_f(&b, "W", 4, wdims, w);
+	nnb_init_f(&b, "B", 1, bdims, bias);
+	nd = nnb_node(&b, "Conv", "conv", "x,W,B", "y");
+	v[0] = g->kh;
+	v[1] = g->kw;
+	nnb_attr_ints(&b, nd, "kernel_shape", 2, v);
+	v[0] = g->sh;
+	v[1] = g->sw;
+	nnb_attr_ints(&b, nd, "strides", 2, v);
+	v[0] = g->dh;
+	v[1] = g->dw;
+	nnb_attr_ints(&b, nd, "dilations", 2, v);
+	v[0] = g->pt;
+	v[1] = g->pl;
+	v[2] = g->pb;
+	v[3] = g->pr;
+	nnb_attr_ints(&b, nd, "pads", 4, v);
+	nnb_attr_i(&b, nd, "group", g->group);
+	nnb_output(&b, "y");
+	bytes = nnb_pack(&b, &len);
+
+	if (wdc_nn_load(&env, bytes, len, &model) != WDC_OK ||
+		wdc_nn_plan_create(&env, model, g->n, &plan) != WDC_OK)
+	{
+		(*bad)++;
+		snprintf(why, whylen, "%s: %.200s", label, err.message);
+	}
+	else if (wdc_nn_numel(wdc_nn_plan_output(plan, 0)) != ny)
+	{
+		(*bad)++;
+		snprintf(why, whylen, "%s: %zu outputs, want %zu", label,
+				 wdc_nn_numel(wdc_nn_plan_output(plan, 0)), ny);
+	}
+	else
+	{
+		const void *in[1] = {x};
+		void	   *out[1] = {y};
+		double		scale = 0;
+
+		reference(g, oh_n, ow_n, x, w, bias, ref);
+		for (size_t i = 0; i < ny; i++)
+			scale = fmax(scale, fabs(ref[i]));
+		if (wdc_nn_run(&env, plan, in, out) != WDC_OK)
+		{
+			(*bad)++;
+			snprintf(why, whylen, "%s: %.200s", label, err.message);
+		}
+		else
+			for (size_t i = 0; i < ny; i++)
+				if (!(fabs(y[i] - ref[i]) <= 1e-5 * (1 + fabs(ref[i])) + 1e-5 * scale))
+				{
+					(*bad)++;
+					snprintf(why, whylen, "%s: element %zu is %.7g, want %.7g",
+							 label, i, y[i], ref[i]);
+					break;
+				}
+	}
+	wdc_nn_plan_free(&env, plan);
+	wdc_nn_free(&env, model);
+	nnb_free(&b);
+	free(x);
+	free(w);
+	free(bias);
+	free(y);
+	free(ref);
+}
+
+static void
+describe(const ConvGeom *g, char *buf, size_t len)
+{
+	snprintf(buf, len,
+			 "n%lld c%lld %lldx%lld m%lld g%lld k%lldx%lld s%lldx%lld d%lldx%lld pads %lld,%lld,%lld,%lld",
+			 (long long) g->n, (long long) g->c, (long long) g->h,
+			 (long long) g->w, (long long) g->m, (long long) g->group,
+			 (long long) g->kh, (long long) g->kw, (long long) g->sh,
+			 (long long) g->sw, (long long) g->dh, (long long) g->dw,
+			 (long long) g->pt, (long long) g->pl, (long long) g->pb,
+			 (long long) g->pr);
+}
+
+int
+main(void)
+{
+	/* encoder-style geometries whose taps take the block-copy path */
+	static const ConvGeom fixed[] = {
+		/* 3x3 stride 2 pad 1, as in a 64x64 encoder */
+		{4, 3, 16, 16, 8, 1, 3, 3, 2, 2, 1, 1, 1, 1, 1, 1},
+		/* 4x4 stride 2 pad 1 */
+		{5, 2, 12, 12, 6, 1, 4, 4, 2, 2, 1, 1, 1, 1, 1, 1},
+		/* 3x3 stride 1 pad 1 ("same") */
+		{3, 4, 9, 9, 5, 1, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1},
+		/* 5x5 stride 1 pad 2, grouped */
+		{2, 4, 11, 7, 4, 2, 5, 5, 1, 1, 1, 1, 2, 2, 2, 2},
+		/* stride 3, kernel 3, no padding */
+		{3, 2, 12, 15, 3, 1, 3, 3, 3, 3, 1, 1, 0, 0, 0, 0},
+		/* odd input with stride 2 (zero-filled phase planes) */
+		{6, 1, 13, 11, 4, 1, 3, 3, 2, 2, 1, 1, 1, 1, 1, 1},
+		/* dilated "same" */
+		{2, 3, 10, 10, 4, 1, 3, 3, 1, 1, 2, 2, 2, 2, 2, 2},
+		/* 1x1 pointwise, and many images per GEMM */
+		{40, 3, 5, 5, 7, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0},
+		{40, 2, 6, 6, 3, 1, 3, 3, 2, 2, 1, 1, 1, 1, 1, 1},
+	};
+	int			bad = 0,
+				total = 0;
+	char		why[512] = "",
+				label[256];
+
+	wdc_nn_init();
+	for (size_t i = 0; i < sizeof(fixed) / sizeof(fixed[0]); i++)
+	{
+		int			before = bad;
+
+		describe(&fixed[i], label, sizeof(label));
+		run_geom(&fixed[i], label, &bad, why, sizeof(why));
+		wdc_test_case(label, bad == before, why);
+	}
+
+	/* seeded random geometries */
+	bad = 0;
+	while (total < 400)
+	{
+		ConvGeom	g;
+		int64_t		eh,
+					ew;
+
+		g.group = pick(1, 4) == 1 ? 2 : 1;
+		g.c = g.group * pick(1, 3);
+		g.m = g.group * pick(1, 3);
+		g.kh = pick(1, 5);
+		g.kw = pick(1, 5);
+		g.sh = pick(1, 3);
+		g.sw = pick(1, 3);
+		g.dh = pick(1, 2);
+		g.dw = pick(1, 2);
+		g.h = pick(1, 19);
+		g.w = pick(1, 19);
+		eh = (g.kh - 1) * g.dh + 1;
+		ew = (g.kw - 1) * g.dw + 1;
+		g.pt = pick(0, eh - 1);
+		g.pb = pick(0, eh - 1);
+		g.pl = pick(0, ew - 1);
+		g.pr = pick(0, ew - 1);
+		g.n = pick(1, 4) == 1 ? pick(5, 40) : pick(1, 3);
+		if (g.h + g.pt + g.pb < eh || g.w + g.pl + g.pr < ew)
+			continue;
+		describe(&g, label, sizeof(label));
+		run_geom(&g, label, &bad, why, sizeof(why));
+		total++;
+	}
+	snprintf(label, sizeof(label), "%d random geometries match the direct convolution",
+			 total);
+	wdc_test_case(label, bad == 0, why);
+	return wdc_test_summary();
+}
