@@ -75,7 +75,12 @@ CORE_LIBS = -lopenblas -lcfitsio -lwcs -lprotobuf-c -lpng16 -lz -lm
 CORE_TEST_OBJS = $(patsubst %.c,$(BUILD)/core/%.o,$(CORE_SRCS) $(PROTO_C))
 CORE_TESTS = $(patsubst test/c/%.c,$(BUILD)/test/%,$(sort $(wildcard test/c/test_*.c)))
 
-$(BUILD)/core/%.o: %.c $(PROTO_H) $(FLAGS_STAMP)
+# Headers are few and shared widely, so any change to one rebuilds every
+# object rather than tracking dependencies per file.
+SRC_HEADERS = $(wildcard src/*/*.h)
+$(OBJS): $(SRC_HEADERS)
+
+$(BUILD)/core/%.o: %.c $(PROTO_H) $(FLAGS_STAMP) $(SRC_HEADERS)
 	@mkdir -p $(dir $@)
 	$(CORE_CC) $(CORE_CFLAGS) -c $< -o $@
 

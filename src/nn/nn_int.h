@@ -95,6 +95,7 @@ typedef struct NnPVal
 	int			last;			/* last step that reads it */
 	int			tangent;		/* depends on the JVP input */
 	int64_t		toffset;		/* arena offset of its k tangents */
+	int64_t		slice_rows;		/* > 0: holds only one slice of a row run */
 	void	   *buf;			/* resolved address during a run */
 	float	   *tbuf;			/* resolved tangent address during a run */
 } NnPVal;
@@ -115,6 +116,9 @@ typedef struct NnStep
 	float	   *b;
 	size_t		scratch;		/* bytes of scratch the kernel needs */
 	size_t		tscratch;		/* bytes of scratch its JVP needs */
+	int			run_end;		/* > index: first step of a row run that ends
+								 * before step run_end */
+	int64_t		run_slice;		/* images per slice of that run */
 } NnStep;
 
 struct WdcNnPlan
@@ -170,6 +174,15 @@ typedef struct NnOpDef
 	void		(*exec) (NnRun *r);
 	/* compute output tangents from input tangents; NULL = not differentiable */
 	void		(*jvp) (NnRun *r);
+
+	/*
+	 * Compute nrows images of the batch only: input 0 from row in_row0 of
+	 * r->in[0], output 0 to row out_row0 of r->out[0].  Set for operators
+	 * whose every output image depends only on the same image of input 0 and
+	 * on constant inputs; see plan_row_runs.
+	 */
+	void		(*exec_rows) (NnRun *r, int64_t in_row0, int64_t out_row0,
+							  int64_t nrows);
 } NnOpDef;
 
 /* nn_ops.c */

@@ -677,14 +677,23 @@ conv_prepare(NnCtx *c)
 }
 
 static void
-conv_exec(NnRun *r)
+conv_exec_rows(NnRun *r, int64_t in_row0, int64_t out_row0, int64_t nrows)
 {
 	const NnStep *s = r->s;
 	const float *w = s->w ? s->w : r->in[1];
 	const float *b = s->b ? s->b : (s->p[P_BIAS] ? r->in[2] : NULL);
+	int64_t		in_image = s->p[P_C] * s->p[P_H] * s->p[P_W];
+	int64_t		out_image = s->p[P_M] * s->p[P_OH] * s->p[P_OW];
 
-	conv_apply(s->p, s->p[P_N], r->in[0], w, b, (int) s->p[NN_ACT_SLOT],
-			   s->f[NN_ACT_ALPHA], r->out[0], r->scratch);
+	conv_apply(s->p, nrows, (const float *) r->in[0] + in_row0 * in_image, w, b,
+			   (int) s->p[NN_ACT_SLOT], s->f[NN_ACT_ALPHA],
+			   (float *) r->out[0] + out_row0 * out_image, r->scratch);
+}
+
+static void
+conv_exec(NnRun *r)
+{
+	conv_exec_rows(r, 0, 0, r->s->p[P_N]);
 }
 
 /* The tangent is the convolution of the tangent: k*N images, no bias. */
@@ -1426,7 +1435,7 @@ gap_jvp(NnRun *r)
 }
 
 const NnOpDef nn_ops_linear[] = {
-	{"Conv", 1, 2, 3, 1, 1, conv_prepare, conv_exec, conv_jvp},
+	{"Conv", 1, 2, 3, 1, 1, conv_prepare, conv_exec, conv_jvp, conv_exec_rows},
 	{"ConvTranspose", 1, 2, 3, 1, 1, convt_prepare, convt_exec, convt_jvp},
 	{"Gemm", 1, 2, 3, 1, 1, gemm_prepare, gemm_exec, gemm_jvp},
 	{"MatMul", 1, 2, 2, 1, 1, matmul_prepare, matmul_exec, matmul_jvp},

@@ -113,6 +113,39 @@ fill_run(WdcNnPlan *p, const NnStep *s, NnRun *r, int with_tangents)
 		}
 }
 
+/*
+ * Execute the row run that starts at step first (see plan_row_runs): each
+ * slice of images through every step of the run.  A value that holds one
+ * slice is addressed from its first row.
+ */
+static WdcStatus
+run_slices(const WdcEnv *env, WdcNnPlan *p, int first)
+{
+	const NnStep *head = &p->steps[first];
+	int64_t		batch = p->vals[head->in[0]].shape.d[0];
+
+	for (int64_t row0 = 0; row0 < batch; row0 += head->run_slice)
+	{
+		int64_t		rows = batch - row0 < head->run_slice ?
+			batch - row0 : head->run_slice;
+
+		if (wdc_interrupted(env))
+			return wdc_error(env, WDC_ERR_CANCELED, "canceling model execution");
+		for (int t = first; t < head->run_end; t++)
+		{
+			const NnStep *st = &p->steps[t];
+			NnRun		r;
+
+			if (st->skip)
+				continue;
+			fill_run(p, st, &r, 0);
+			st->op->exec_rows(&r, p->vals[st->in[0]].slice_rows ? 0 : row0,
+							  p->vals[st->out[0]].slice_rows ? 0 : row0, rows);
+		}
+	}
+	return WDC_OK;
+}
+
 static WdcStatus
 run_common(const WdcEnv *env, WdcNnPlan *p, const void *const *inputs,
 		   const float *tangent_in, void *const *outputs,
@@ -154,6 +187,15 @@ run_common(const WdcEnv *env, WdcNnPlan *p, const void *const *inputs,
 		{
 			st = wdc_error(env, WDC_ERR_CANCELED, "canceling model execution");
 			break;
+		}
+		if (step->run_end > s)
+		{
+			/* only plans without tangents have row runs */
+			st = run_slices(env, p, s);
+			if (st != WDC_OK)
+				break;
+			s = step->run_end - 1;
+			continue;
 		}
 		fill_run(p, step, &r, jvp);
 		step->op->exec(&r);

@@ -213,6 +213,141 @@ describe(const ConvGeom *g, char *buf, size_t len)
 			 (long long) g->pr);
 }
 
+static void
+add_conv(NnBuild *b, const char *name, const char *io_in, const char *io_out,
+		 int64_t m, int64_t c, int64_t stride)
+{
+	int64_t		wdims[4] = {m, c, 3, 3};
+	int64_t		bdims[1] = {m};
+	int64_t		v[4] = {1, 1, 1, 1};
+	size_t		nw = (size_t) (m * c * 9);
+	float	   *w = malloc(nw * sizeof(float));
+	float	   *bias = malloc((size_t) m * sizeof(float));
+	char		wname[32],
+				bname[32],
+				inputs[96];
+	Onnx__NodeProto *nd;
+
+	for (size_t i = 0; i < nw; i++)
+		w[i] = signed_unit() * 0.3f;
+	for (int64_t i = 0; i < m; i++)
+		bias[i] = signed_unit() * 0.1f;
+	snprintf(wname, sizeof(wname), "%s_w", name);
+	snprintf(bname, sizeof(bname), "%s_b", name);
+	snprintf(inputs, sizeof(inputs), "%s,%s,%s", io_in, wname, bname);
+	nnb_init_f(b, wname, 4, wdims, w);
+	nnb_init_f(b, bname, 1, bdims, bias);
+	nd = nnb_node(b, "Conv", name, inputs, io_out);
+	nnb_attr_ints(b, nd, "pads", 4, v);
+	v[0] = v[1] = stride;
+	nnb_attr_ints(b, nd, "strides", 2, v);
+	free(w);
+	free(bias);
+}
+
+/*
+ * A batch of 64 through a chain of four convolutions whose activations
+ * exceed the slice budget runs slice by slice with one-slice buffers for
+ * the values inside the chain.  Every image must match a batch-1 plan, the
+ * middle value (also a model output) must be whole, and the arena must be
+ * smaller than the chain's activations for the batch.  The late values
+ * would fit in the input's space once the first step is done, which a
+ * later slice still reads.
+ */
+static void
+test_sliced_chain(void)
+{
+	NnBuild		b;
+	WdcError	err;
+	WdcEnv		env;
+	WdcNnModel *model = NULL;
+	WdcNnPlan  *plan64 = NULL,
+			   *plan1 = NULL;
+	int64_t		xdims[4] = {-1, 4, 48, 48};	/* symbolic batch */
+	size_t		per_x = 4 * 48 * 48,
+				per_y = 4 * 24 * 24,
+				per_mid = 16 * 24 * 24;
+	/* batch-64 activations of the chain: input, four conv outputs */
+	size_t		chain_bytes = 64 * sizeof(float) *
+		(per_x + 16 * 48 * 48 + per_mid + 8 * 24 * 24 + per_y);
+	float	   *x = malloc(64 * per_x * sizeof(float)),
+			   *y64 = malloc(64 * per_y * sizeof(float)),
+			   *mid64 = malloc(64 * per_mid * sizeof(float)),
+			   *y1 = malloc(per_y * sizeof(float)),
+			   *mid1 = malloc(per_mid * sizeof(float));
+	uint8_t    *bytes;
+	size_t		len;
+	int			ok = 1;
+	char		why[256] = "";
+
+	for (size_t i = 0; i < 64 * per_x; i++)
+		x[i] = signed_unit();
+	wdc_env_init_default(&env, &err);
+	nnb_init(&b, 17);
+	nnb_input(&b, "x", 4, xdims);
+	add_conv(&b, "c1", "x", "h1", 16, 4, 1);
+	nnb_attr_f(&b, nnb_node(&b, "LeakyRelu", "act1", "h1", "a1"), "alpha", 0.1f);
+	add_conv(&b, "c2", "a1", "mid", 16, 16, 2);
+	add_conv(&b, "c3", "mid", "h3", 8, 16, 1);
+	add_conv(&b, "c4", "h3", "y", 4, 8, 1);
+	nnb_output(&b, "y");
+	nnb_output(&b, "mid");
+	bytes = nnb_pack(&b, &len);
+
+	if (wdc_nn_load(&env, bytes, len, &model) != WDC_OK ||
+		wdc_nn_plan_create(&env, model, 64, &plan64) != WDC_OK ||
+		wdc_nn_plan_create(&env, model, 1, &plan1) != WDC_OK)
+	{
+		wdc_test_case("sliced chain plans", 0, err.message);
+		ok = -1;
+	}
+	if (ok == 1)
+	{
+		const void *in[1] = {x};
+		void	   *out[2] = {y64, mid64};
+
+		wdc_test_case("sliced chain arena below batch activations",
+					  wdc_nn_plan_arena_bytes(plan64) < chain_bytes, "");
+		if (wdc_nn_run(&env, plan64, in, out) != WDC_OK)
+			ok = 0;
+		for (int im = 0; im < 64 && ok; im++)
+		{
+			const void *in1[1] = {x + im * per_x};
+			void	   *out1[2] = {y1, mid1};
+
+			if (wdc_nn_run(&env, plan1, in1, out1) != WDC_OK)
+			{
+				ok = 0;
+				break;
+			}
+			for (size_t i = 0; i < per_y && ok; i++)
+				if (!(fabs(y64[im * per_y + i] - y1[i]) <= 1e-5 * (1 + fabs(y1[i]))))
+				{
+					ok = 0;
+					snprintf(why, sizeof(why), "image %d y[%zu] %.7g, batch 1 %.7g",
+							 im, i, y64[im * per_y + i], y1[i]);
+				}
+			for (size_t i = 0; i < per_mid && ok; i++)
+				if (!(fabs(mid64[im * per_mid + i] - mid1[i]) <= 1e-5 * (1 + fabs(mid1[i]))))
+				{
+					ok = 0;
+					snprintf(why, sizeof(why), "image %d mid[%zu] %.7g, batch 1 %.7g",
+							 im, i, mid64[im * per_mid + i], mid1[i]);
+				}
+		}
+		wdc_test_case("sliced chain matches batch 1", ok, why);
+	}
+	wdc_nn_plan_free(&env, plan64);
+	wdc_nn_plan_free(&env, plan1);
+	wdc_nn_free(&env, model);
+	nnb_free(&b);
+	free(x);
+	free(y64);
+	free(mid64);
+	free(y1);
+	free(mid1);
+}
+
 int
 main(void)
 {
@@ -286,5 +421,6 @@ main(void)
 	snprintf(label, sizeof(label), "%d random geometries match the direct convolution",
 			 total);
 	wdc_test_case(label, bad == 0, why);
+	test_sliced_chain();
 	return wdc_test_summary();
 }
