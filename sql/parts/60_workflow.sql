@@ -483,6 +483,12 @@ $$;
 COMMENT ON FUNCTION wdc.backfill_batch(bigint) IS
 	'part of wdc.backfill: encodes the next batch of a job and records progress; one call per transaction';
 
+CREATE FUNCTION wdc.backfill_require_own_transactions(procedure text) RETURNS void
+	AS 'MODULE_PATHNAME', 'backfill_require_own_transactions'
+	LANGUAGE C STRICT VOLATILE PARALLEL RESTRICTED;
+COMMENT ON FUNCTION wdc.backfill_require_own_transactions(text) IS
+	'part of wdc.backfill: raises an error when called inside a transaction block (BEGIN ... COMMIT), where a procedure cannot COMMIT';
+
 CREATE PROCEDURE wdc.backfill(tbl regclass, source name, target name, model text,
                               options jsonb DEFAULT '{}')
 	LANGUAGE plpgsql
@@ -493,6 +499,7 @@ DECLARE
 	job bigint;
 	step record;
 BEGIN
+	PERFORM wdc.backfill_require_own_transactions('wdc.backfill');
 	PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
 	job := wdc.backfill_start(tbl, source, target, model, options);
 	COMMIT;

@@ -33,6 +33,7 @@
 #include "access/detoast.h"
 #include "access/genam.h"
 #include "access/relation.h"
+#include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "commands/trigger.h"
 #include "executor/spi.h"
@@ -590,4 +591,28 @@ embed_trigger(PG_FUNCTION_ARGS)
 	/* 4. one modified copy of NEW, returned to the executor */
 	return PointerGetDatum(heap_modify_tuple_by_cols(newtuple, desc, ncols,
 													 cols, vals, nulls));
+}
+
+/*
+ * wdc.backfill_require_own_transactions(procedure text): raise a clear error
+ * when a procedure that COMMITs per batch is called inside BEGIN ... COMMIT.
+ * PostgreSQL would otherwise stop it at its first COMMIT with a bare
+ * "invalid transaction termination".  Inside a subtransaction (an
+ * exception block) the state of the enclosing transaction is not visible,
+ * so the check is skipped there and PostgreSQL's own error applies.
+ */
+PG_FUNCTION_INFO_V1(backfill_require_own_transactions);
+
+Datum
+backfill_require_own_transactions(PG_FUNCTION_ARGS)
+{
+	char	   *procedure = text_to_cstring(PG_GETARG_TEXT_PP(0));
+
+	if (!IsSubTransaction() && IsTransactionBlock())
+		ereport(ERROR,
+				(errcode(ERRCODE_ACTIVE_SQL_TRANSACTION),
+				 errmsg("%s cannot run inside a transaction block", procedure),
+				 errdetail("It commits after each batch so that an interrupted job keeps its progress."),
+				 errhint("CALL it outside BEGIN ... COMMIT.")));
+	PG_RETURN_VOID();
 }

@@ -140,3 +140,13 @@ expect "stop: job state and error" "failed 155" "$(q -c "SELECT j.state || ' ' |
 q -c "UPDATE cat SET cutout = ARRAY(SELECT ARRAY(SELECT 0.5::real FROM generate_series(1, 16)) FROM generate_series(1, 16)) WHERE id = 155" \
 	-c "SET client_min_messages = warning" -c "CALL wdc.backfill('cat', 'cutout', 'z', 'tiny_enc', '{\"batch_size\": 10}')"
 check_complete "after fixing the bad row"
+
+# Inside BEGIN ... COMMIT the procedure cannot commit its batches: it must
+# say so before any work, with SQLSTATE 25001, and leave no job behind.
+jobs_before=$(q -c "SELECT count(*) FROM wdc.jobs")
+err=$(q -v VERBOSITY=verbose -c "BEGIN" -c "CALL wdc.backfill('cat', 'cutout', 'z', 'tiny_enc')" 2>&1 >/dev/null || true)
+case "$err" in
+	*"25001: wdc.backfill cannot run inside a transaction block"*) echo "ok - backfill inside BEGIN is rejected" ;;
+	*) fail "backfill inside BEGIN: unexpected error: $err" ;;
+esac
+expect "backfill inside BEGIN leaves no job" "$jobs_before" "$(q -c "SELECT count(*) FROM wdc.jobs")"
