@@ -32,6 +32,7 @@
 #include "lib/stringinfo.h"
 #include "miscadmin.h"
 #include "storage/fd.h"
+#include "storage/proc.h"
 #include "utils/acl.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
@@ -56,12 +57,21 @@ static bool cache_stale = false;
 static uint64 use_counter = 0;
 static Oid	model_table_oid = InvalidOid;
 
+/*
+ * Bumped whenever wdc.model or wdc.model_current may have changed; cached
+ * name-to-version resolutions from an older generation are not used.
+ */
+static uint64 model_generation = 0;
+
 static void
 model_cache_callback(Datum arg, Oid relid)
 {
 	if (relid == InvalidOid || relid == model_table_oid ||
 		!OidIsValid(model_table_oid))
+	{
 		cache_stale = true;
+		model_generation++;
+	}
 }
 
 void
@@ -612,6 +622,28 @@ model_cache_invalidate(PG_FUNCTION_ARGS)
 
 /* --- lookup ----------------------------------------------------------------- */
 
+/*
+ * Resolved current versions.  wdc.encode(name, image) resolves the name on
+ * every row, and the catalog query costs as much as encoding a small image,
+ * so a resolution is reused within the same transaction until the relcache
+ * callback reports a change to wdc.model or wdc.model_current.  Keying on
+ * the transaction keeps a later transaction, whose snapshot may see a newer
+ * current version, from reusing one made under an older snapshot.
+ */
+#define CURRENT_CACHE_SIZE 8
+#define CURRENT_CACHE_NAME 64
+
+typedef struct CurrentVersion
+{
+	char		name[CURRENT_CACHE_NAME];	/* empty: unused slot */
+	int64		version;
+	uint64		generation;
+	LocalTransactionId lxid;
+} CurrentVersion;
+
+static CurrentVersion current_cache[CURRENT_CACHE_SIZE];
+static int	current_cache_next = 0;
+
 /* Resolve the current version of name, or raise. */
 static int64
 current_version(const char *name)
@@ -620,6 +652,17 @@ current_version(const char *name)
 	Datum		args[1];
 	int64		version = -1;
 	int			ret;
+	bool		cacheable = strlen(name) < CURRENT_CACHE_NAME;
+
+	if (cacheable)
+		for (int i = 0; i < CURRENT_CACHE_SIZE; i++)
+		{
+			CurrentVersion *c = &current_cache[i];
+
+			if (c->generation == model_generation && c->lxid == MyProc->lxid &&
+				strcmp(c->name, name) == 0)
+				return c->version;
+		}
 
 	args[0] = CStringGetTextDatum(name);
 	SPI_connect();
@@ -644,6 +687,16 @@ current_version(const char *name)
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
 				 errmsg("model \"%s\" does not exist", name),
 				 errhint("Load it with wdc.load_model; SELECT * FROM wdc.models lists the loaded models.")));
+	if (cacheable)
+	{
+		CurrentVersion *c = &current_cache[current_cache_next];
+
+		current_cache_next = (current_cache_next + 1) % CURRENT_CACHE_SIZE;
+		strlcpy(c->name, name, CURRENT_CACHE_NAME);
+		c->version = version;
+		c->generation = model_generation;
+		c->lxid = MyProc->lxid;
+	}
 	return version;
 }
 

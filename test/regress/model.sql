@@ -58,6 +58,24 @@ SELECT version, current FROM wdc.models WHERE name = 'tiny_enc' ORDER BY version
 SELECT wdc.drop_model('tiny_enc', 1);
 SELECT version, current FROM wdc.models WHERE name = 'tiny_enc' ORDER BY version;
 
+-- the current version is resolved again after each change, also within a
+-- transaction and after a savepoint rollback (probe versions differ by output)
+SELECT wdc.load_model('probe', pg_read_binary_file(:'enc_file')) AS p1 \gset
+SELECT wdc.load_model('probe', pg_read_binary_file(:'enc_file'), '{"output": "logvar"}') AS p2 \gset
+SELECT bool_and(wdc.encode('probe', :p1, pix) <> wdc.encode('probe', :p2, pix)) AS versions_differ FROM img;
+BEGIN;
+SELECT bool_and(wdc.encode('probe', pix) = wdc.encode('probe', :p2, pix)) AS newest FROM img;
+SELECT wdc.set_current('probe', :p1);
+SELECT bool_and(wdc.encode('probe', pix) = wdc.encode('probe', :p1, pix)) AS pinned FROM img;
+SAVEPOINT s;
+SELECT wdc.set_current('probe', :p2);
+SELECT bool_and(wdc.encode('probe', pix) = wdc.encode('probe', :p2, pix)) AS repinned FROM img;
+ROLLBACK TO s;
+SELECT bool_and(wdc.encode('probe', pix) = wdc.encode('probe', :p1, pix)) AS savepoint_undone FROM img;
+ROLLBACK;
+SELECT bool_and(wdc.encode('probe', pix) = wdc.encode('probe', :p2, pix)) AS rollback_undone FROM img;
+SELECT wdc.drop_model('probe');
+
 -- errors
 SELECT wdc.encode('no_such_model', pix) FROM img;
 SELECT wdc.encode('tiny_enc', 1, pix) FROM img;
