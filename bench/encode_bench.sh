@@ -2,7 +2,9 @@
 # Encoding throughput of the reference VAE encoder (models/) on real
 # cutouts, in one run, all on one core:
 #   - SQL per row:  SELECT count(wdc.encode(model, version, img)) over N
-#                   stored cutouts (real[32][32]), preprocessing included;
+#                   stored cutouts (real[32][32]), preprocessing included,
+#                   and wdc.encode(model, img), which resolves the current
+#                   version;
 #   - SQL batched:  wdc.encode_batch over groups of B cutouts (array_agg),
 #                   for B in BATCHES;
 #   - C:            wdc's runtime called directly (bench/encode_bench.c),
@@ -109,6 +111,8 @@ time_sql() {
 time_sql sql_scan_only "SELECT count(img)::text FROM eb_cutouts" 2>&1 | sed 's/^NOTICE:  //'
 time_sql sql_per_row \
 	"SELECT count(wdc.encode('eb_vae', $version, img))::text FROM eb_cutouts" 2>&1 | sed 's/^NOTICE:  //'
+time_sql sql_per_row_current \
+	"SELECT count(wdc.encode('eb_vae', img))::text FROM eb_cutouts" 2>&1 | sed 's/^NOTICE:  //'
 for b in $BATCHES; do
 	time_sql "sql_array_agg_$b" \
 		"SELECT sum(cardinality(imgs))::text FROM (SELECT array_agg(img ORDER BY id) AS imgs FROM eb_cutouts GROUP BY (id - 1) / $b) g" \
