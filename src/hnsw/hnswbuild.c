@@ -324,7 +324,7 @@ ConnectBack(HnswBuildState *bs, int32 target, int32 idx, double distance, int lc
 static void
 BuildInsert(HnswBuildState *bs, const float *vec, uint32 fingerprint, ItemPointer heaptid)
 {
-	int			level = HnswRandomLevel(bs->m);
+	int			level = HnswElementLevel(bs->m, heaptid);
 	int			top = Min(level, bs->entryLevel);
 	int32		idx = bs->nelements;
 	int32		entry = bs->entry;
@@ -336,10 +336,10 @@ BuildInsert(HnswBuildState *bs, const float *vec, uint32 fingerprint, ItemPointe
 	BuildElement *e;
 	int			nslots = HnswSlotCount(bs->m, level);
 
-	/* Descend greedily to the new element's level */
+	/* Descend to the new element's level; see HnswSearchDescend for the beam */
 	for (int lc = bs->entryLevel; lc > level && entry >= 0; lc--)
 	{
-		if (SearchLevel(bs, vec, &entry, 1, 1, lc) > 0)
+		if (SearchLevel(bs, vec, &entry, 1, HNSW_INSERT_DESCENT_EF, lc) > 0)
 			entry = bs->found[0].element;
 	}
 	if (entry >= 0)
@@ -750,10 +750,10 @@ hnswbuild(Relation heap, Relation index, IndexInfo *indexInfo)
 	bs.candidates.capacity = 1024;
 	bs.candidates.pairs = palloc(sizeof(BuildPair) * bs.candidates.capacity);
 	bs.candidates.max = false;
-	bs.result.capacity = bs.efConstruction + 2;
+	bs.result.capacity = Max(bs.efConstruction, HNSW_INSERT_DESCENT_EF) + 2;
 	bs.result.pairs = palloc(sizeof(BuildPair) * bs.result.capacity);
 	bs.result.max = true;
-	bs.found = palloc(sizeof(BuildPair) * (bs.efConstruction + 1));
+	bs.found = palloc(sizeof(BuildPair) * (Max(bs.efConstruction, HNSW_INSERT_DESCENT_EF) + 1));
 	bs.vecbuf = palloc(sizeof(float) * HNSW_MAX_DIM);
 
 	/* 0. Metapage */
