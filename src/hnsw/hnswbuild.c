@@ -450,10 +450,10 @@ ListContainsElement(const HnswBuildState *bs, int32 target, int32 idx, int lc)
  * When rows arrive grouped by cluster, the first rows of a cluster link
  * only to each other and to other clusters, the rest of the cluster can
  * grow from another entry, and nothing links back to the first ones.  In
- * the hnsw_vacuum test's scenario (ten well-separated clusters) that left
- * recall@10 at 0.966 for one data seed however large ef_search was; this
- * pass raised it to 0.994.  It searches about one element in ten of the
- * benchmark's mixture and adds about 10% to the build time.
+ * the scenario of the hnsw_vacuum test (ten well-separated clusters), this
+ * left recall@10 at 0.966 for one data set, whatever ef_search was.  The
+ * pass raised it to 0.994.  On the benchmark's mixture it searches about
+ * one element in ten and adds about 10% to the build time.
  */
 static int
 RelinkWeakElements(HnswBuildState *bs)
@@ -673,7 +673,7 @@ WriteGraph(HnswBuildState *bs)
 
 	pgstat_progress_update_param(PROGRESS_CREATEIDX_SUBPHASE, HNSW_PHASE_WRITE);
 
-	/* 2. Repair, then order */
+	/* 2. Relink elements with short lists, then order */
 	relinked = RelinkWeakElements(bs);
 	elog(DEBUG1, "wdc_hnsw build searched again for %d elements", relinked);
 	order = BreadthFirstOrder(bs);

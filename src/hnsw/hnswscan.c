@@ -62,9 +62,9 @@ typedef HnswScanOpaqueData *HnswScanOpaque;
 
 /*
  * Scan memory kept for the life of the backend.  A scan allocates a few
- * hundred kilobytes; taking that from malloc and returning it for every
- * query made glibc trim and regrow the heap, and page faults and brk calls
- * took about a sixth of the time of a 10-row query.  One scan at a time
+ * hundred kilobytes.  Taken from malloc and returned for every query, that
+ * made glibc trim and regrow the heap, and page faults and brk calls took
+ * about a sixth of the time of a 10-row query.  One scan at a time
  * uses the cached context, further concurrent scans get their own.  The
  * owner is released by hnswendscan or, after an error, by a reset callback
  * on the context the scan was started in.
@@ -88,7 +88,10 @@ ReleaseScanCache(void *arg)
 	}
 }
 
-/* The memory context for a new scan, and its claim on the cache if any */
+/*
+ * Create or take the memory context of a new scan.  Sets *claim when the
+ * scan takes the cached context.
+ */
 static MemoryContext
 AcquireScanContext(ScanCacheClaim **claim)
 {

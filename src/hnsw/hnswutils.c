@@ -805,10 +805,10 @@ HnswSearchBatch(HnswSearch *search, int maxVisited, HnswCandidate **out)
  * Each level is searched with a beam of ef candidates rather than the
  * greedy walk (ef = 1) of the HNSW paper's algorithms 1 and 5.  On
  * well-separated clusters a greedy walk can stop in the wrong cluster, and
- * level 0 then never reaches the query's.  Scans pass a small ef because
- * the descent is paid per query; inserts and VACUUM's repairs pass a larger
- * one, because an element linked into the wrong cluster stays hard to find
- * for every later search.
+ * level 0 then never reaches the query's.  Scans pass a small ef, because
+ * every query pays for the descent.  Inserts and VACUUM's repairs pass a
+ * larger one, because an element linked into the wrong cluster stays hard
+ * to find for every later search.
  */
 void
 HnswSearchDescend(Relation index, HnswMetric metric, int dims, int m,
