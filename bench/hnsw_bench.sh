@@ -99,7 +99,7 @@ qps() { # $1 clients, $2 extra PGOPTIONS; the best of REPEAT runs
 		tps=$(PGOPTIONS="$2" timed pgbench -n -M prepared -f "$work/query.pgb" \
 			-T "$SECONDS_PER_RUN" -c "$1" -j "$1" 2>/dev/null |
 			sed -nE 's/^tps = ([0-9.]+).*/\1/p')
-		best=$(awk -v a="$best" -v b="$tps" 'BEGIN { printf "%.0f", (b > a ? b : a) }')
+		best=$(awk -v a="$best" -v b="$tps" 'BEGIN { printf "%.1f", (b > a ? b : a) }')
 	done
 	echo "$best"
 }
