@@ -3,7 +3,8 @@
  *	  Ordered index scans of wdc_hnsw (ORDER BY column <op> query).
  *
  * The first rows come from K-NN-SEARCH of the HNSW paper (algorithm 5):
- * a greedy descent to level 0, then a best-first search there with
+ * a descent to level 0 (with a beam of HNSW_SCAN_DESCENT_EF candidates per
+ * level rather than the paper's greedy walk), then a best-first search with
  * ef = wdc.hnsw_ef_search, returned nearest first.  When the executor asks
  * for more (a filter rejected rows, or LIMIT exceeds ef_search) the level-0
  * search resumes from where it stopped (HnswSearchBatch) and hands out the
