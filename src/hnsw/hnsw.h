@@ -49,10 +49,13 @@
 #define HNSW_MAX_DIM			2000	/* largest indexable dimension */
 #define HNSW_MAX_LEVEL			10	/* levels 0 .. 10; higher draws are capped */
 #define HNSW_HEAPTIDS			4	/* heap rows sharing one identical vector */
+#define HNSW_LEVEL_SEED			UINT64CONST(0x9E3779B97F4A7C15)	/* mixed into level draws */
 
 /* Options */
 #define HNSW_DEFAULT_M			16
-#define HNSW_DESCENT_EF			32	/* candidates kept per level above the target */
+/* Candidates kept per level while descending the levels above the target */
+#define HNSW_SCAN_DESCENT_EF	8	/* ordered scans */
+#define HNSW_INSERT_DESCENT_EF	32	/* builds, inserts and VACUUM's repairs */
 #define HNSW_MIN_M				2
 #define HNSW_MAX_M				100
 #define HNSW_DEFAULT_EF_CONSTRUCTION	64
@@ -168,6 +171,8 @@ typedef HnswNeighborTupleData *HnswNeighborTuple;
 typedef struct HnswRelInfo
 {
 	HnswMetric	metric;
+	Buffer	   *recentBuffers;	/* per block: the buffer it was last read into */
+	BlockNumber nrecentBuffers;
 } HnswRelInfo;
 
 /*
@@ -236,6 +241,8 @@ typedef struct HnswSearch
 	int			nresult;
 	int			nvisited;
 	uint64		bufferAccesses; /* buffer reads, for benchmarks */
+	HnswCandidate *slab;		/* candidates are carved from blocks of these */
+	int			slabFree;		/* unused entries left at slab */
 } HnswSearch;
 
 /* hnsw.c */
@@ -291,7 +298,7 @@ extern HnswMetric HnswGetMetric(Relation index);
 extern double HnswDistance(HnswMetric metric, const float *a, const float *b, int dims);
 extern bool HnswPrepareVector(HnswMetric metric, const float *x, int dims, float *out);
 extern void HnswCheckDims(Relation index, int dims);
-extern int	HnswRandomLevel(int m);
+extern int	HnswElementLevel(int m, ItemPointer heaptid);
 extern Size HnswElementTupleSize(int dims, int m, int level, bool inlineNeighbors);
 extern Size HnswNeighborTupleSize(int m, int level);
 extern bool HnswNeighborsFitInline(int dims, int m, int level);
@@ -318,7 +325,7 @@ extern int	HnswSearchBatch(HnswSearch *search, int maxVisited, HnswCandidate **o
 extern void HnswSearchSweep(HnswSearch *search, int maxVisited);
 extern void HnswSearchDescend(Relation index, HnswMetric metric, int dims, int m,
 							  const float *query, const Latent *queryLatent,
-							  const HnswMetaPageData *meta, int toLevel,
+							  const HnswMetaPageData *meta, int toLevel, int ef,
 							  ItemPointer entry, uint64 *bufferAccesses,
 							  MemoryContext cxt);
 

@@ -514,7 +514,7 @@ InsertFirst(Relation index, int m, const float *vec, int dims,
 	HnswReadMeta(index, &meta);
 	if (!ItemPointerIsValid(&meta.entryTid))
 	{
-		int			level = HnswRandomLevel(m);
+		int			level = HnswElementLevel(m, heaptid);
 		bool		isinline = HnswNeighborsFitInline(dims, m, level);
 		Size		esize;
 		Size		nsize = 0;
@@ -580,9 +580,10 @@ HnswInsertVector(Relation index, const float *vec, int dims, uint32 fingerprint,
 	}
 
 	/* 2. Descend, then search and choose neighbours level by level */
-	level = HnswRandomLevel(m);
+	level = HnswElementLevel(m, heaptid);
 	top = Min(level, meta.entryLevel);
-	HnswSearchDescend(index, metric, dims, m, vec, NULL, &meta, top, &entry, NULL, tmpcxt);
+	HnswSearchDescend(index, metric, dims, m, vec, NULL, &meta, top, HNSW_INSERT_DESCENT_EF,
+					  &entry, NULL, tmpcxt);
 
 	edges = palloc0(sizeof(HnswNewEdge *) * (level + 1));
 	nedges = palloc0(sizeof(int) * (level + 1));

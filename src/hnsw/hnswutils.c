@@ -15,6 +15,7 @@
 #include "access/genam.h"
 #include "common/hashfn.h"
 #include "common/pg_prng.h"
+#include "pgstat.h"
 #include "storage/bufpage.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
@@ -74,7 +75,7 @@ HnswGetMetric(Relation index)
 							name ? name : "?", RelationGetRelationName(index)),
 					 errhint("Use one of the operator classes latent_l2_ops, latent_cosine_ops, latent_ip_ops or latent_l1_ops.")));
 
-		info = MemoryContextAlloc(index->rd_indexcxt, sizeof(HnswRelInfo));
+		info = MemoryContextAllocZero(index->rd_indexcxt, sizeof(HnswRelInfo));
 		info->metric = metric;
 		index->rd_amcache = info;
 	}
@@ -126,16 +127,25 @@ HnswPrepareVector(HnswMetric metric, const float *x, int dims, float *out)
 }
 
 /*
- * Draw a level from the geometric distribution of the HNSW paper
- * (mL = 1 / ln m), capped at HNSW_MAX_LEVEL.
+ * Return the level of the element for heap row heaptid: a draw from the
+ * geometric distribution of the HNSW paper (mL = 1 / ln m), capped at
+ * HNSW_MAX_LEVEL.  The draw is seeded with the heap TID instead of the
+ * backend's random state, so the same table builds the same graph every
+ * time, and CREATE INDEX and later inserts assign levels the same way.
  */
 int
-HnswRandomLevel(int m)
+HnswElementLevel(int m, ItemPointer heaptid)
 {
+	pg_prng_state state;
+	uint64		key = ((uint64) ItemPointerGetBlockNumberNoCheck(heaptid) << 16) |
+		ItemPointerGetOffsetNumberNoCheck(heaptid);
 	double		ml = 1.0 / log((double) m);
-	double		u = pg_prng_double(&pg_global_prng_state);
-	double		level = floor(-log(1.0 - u) * ml);
+	double		u;
+	double		level;
 
+	pg_prng_seed(&state, key ^ HNSW_LEVEL_SEED);
+	u = pg_prng_double(&state);
+	level = floor(-log(1.0 - u) * ml);
 	return level > HNSW_MAX_LEVEL ? HNSW_MAX_LEVEL : (int) level;
 }
 
@@ -403,6 +413,77 @@ WillEnterResult(HnswSearch *search, double distance)
 										 pairingheap_first(search->result))->distance;
 }
 
+/* Candidates allocated at once; a level-0 search meets hundreds */
+#define HNSW_SLAB_SIZE 128
+
+/*
+ * Allocate a candidate with every field unset.  Candidates are carved from
+ * blocks of HNSW_SLAB_SIZE: one palloc each would round every candidate up
+ * to a power of two and add a chunk header, and the memory churn showed up
+ * in profiles as page faults.
+ */
+static inline HnswCandidate *
+NewCandidate(HnswSearch *search)
+{
+	if (search->slabFree == 0)
+	{
+		search->slab = MemoryContextAlloc(search->cxt,
+										  sizeof(HnswCandidate) * HNSW_SLAB_SIZE);
+		search->slabFree = HNSW_SLAB_SIZE;
+	}
+	search->slabFree--;
+	return search->slab++;
+}
+
+/*
+ * Pin block blkno of the index.  The backend remembers which buffer each
+ * block was last read into and first tries ReadRecentBuffer with it, which
+ * skips the buffer mapping lookup (about a tenth of a search's time in
+ * profiles).  A stale hint costs one failed check, since ReadRecentBuffer
+ * compares the buffer's tag before pinning it.  ReadRecentBuffer does not
+ * count the access in the relation's statistics (PostgreSQL 15), so it is
+ * counted here, as ReadBuffer would, for pg_statio_all_indexes.
+ */
+static Buffer
+ReadIndexBuffer(Relation index, BlockNumber blkno)
+{
+	HnswRelInfo *info;
+	Buffer		buf;
+
+	if (RelationUsesLocalBuffers(index))
+		return ReadBuffer(index, blkno);
+
+	HnswGetMetric(index);		/* makes sure rd_amcache is set */
+	info = (HnswRelInfo *) index->rd_amcache;
+	if (blkno < info->nrecentBuffers && info->recentBuffers[blkno] != InvalidBuffer &&
+		ReadRecentBuffer(index->rd_node, MAIN_FORKNUM, blkno, info->recentBuffers[blkno]))
+	{
+		pgstat_count_buffer_read(index);
+		pgstat_count_buffer_hit(index);
+		return info->recentBuffers[blkno];
+	}
+
+	buf = ReadBuffer(index, blkno);
+	if (blkno >= info->nrecentBuffers)
+	{
+		BlockNumber n = Max(Max(blkno + 1, info->nrecentBuffers * 2), 1024);
+
+		if (info->recentBuffers == NULL)
+			info->recentBuffers = MemoryContextAllocExtended(index->rd_indexcxt,
+															 sizeof(Buffer) * n,
+															 MCXT_ALLOC_HUGE | MCXT_ALLOC_ZERO);
+		else
+		{
+			info->recentBuffers = repalloc_huge(info->recentBuffers, sizeof(Buffer) * n);
+			memset(info->recentBuffers + info->nrecentBuffers, 0,
+				   sizeof(Buffer) * (n - info->nrecentBuffers));
+		}
+		info->nrecentBuffers = n;
+	}
+	info->recentBuffers[blkno] = buf;
+	return buf;
+}
+
 /* Elements read together by LoadElements: pins and locks held at once */
 #define HNSW_LOAD_CHUNK 32
 
@@ -438,7 +519,7 @@ LoadElements(HnswSearch *search, ItemPointer tids, int n, HnswCandidate **out)
 				bufs[i] = bufs[i - 1];
 			else
 			{
-				bufs[i] = ReadBuffer(search->index, blkno);
+				bufs[i] = ReadIndexBuffer(search->index, blkno);
 				LockBuffer(bufs[i], BUFFER_LOCK_SHARE);
 				search->bufferAccesses++;
 			}
@@ -480,8 +561,13 @@ LoadElements(HnswSearch *search, ItemPointer tids, int n, HnswCandidate **out)
 				etup->fingerprint != search->queryLatent->fingerprint)
 				HnswRaiseFingerprintMismatch(search->queryLatent, etup->fingerprint);
 
-			c = MemoryContextAllocZero(search->cxt, sizeof(HnswCandidate));
+			c = NewCandidate(search);
 			c->tid = tids[base + i];
+			c->expanded = false;
+			c->inResult = false;
+			c->nneighbors = 0;
+			c->neighbors = NULL;
+			c->vector = NULL;
 			c->level = etup->level;
 			c->nheaptids = etup->nheaptids;
 			c->deleted = (etup->flags & HNSW_ELEMENT_DELETED) != 0;
@@ -531,7 +617,7 @@ LoadNeighborList(HnswSearch *search, HnswCandidate *c)
 {
 	bool		separate = ItemPointerIsValid(&c->neighbortid);
 	ItemPointer target = separate ? &c->neighbortid : &c->tid;
-	Buffer		buf = ReadBuffer(search->index, ItemPointerGetBlockNumber(target));
+	Buffer		buf = ReadIndexBuffer(search->index, ItemPointerGetBlockNumber(target));
 	Page		page;
 
 	LockBuffer(buf, BUFFER_LOCK_SHARE);
@@ -712,32 +798,34 @@ HnswSearchBatch(HnswSearch *search, int maxVisited, HnswCandidate **out)
 }
 
 /*
- * Walk greedily from the entry point down to level toLevel + 1 (ef = 1 per
- * level, the first loop of the HNSW paper's algorithms 1 and 5) and set
- * *entry to the element to start level toLevel from.  Leaves *entry
- * invalid when the index is empty.
+ * Descend from the entry point to level toLevel + 1 and set *entry to the
+ * element to start level toLevel from.  Leaves *entry invalid when the
+ * index is empty.
+ *
+ * Each level is searched with a beam of ef candidates rather than the
+ * greedy walk (ef = 1) of the HNSW paper's algorithms 1 and 5.  On
+ * well-separated clusters a greedy walk can stop in the wrong cluster, and
+ * level 0 then never reaches the query's.  Scans pass a small ef, because
+ * every query pays for the descent.  Inserts and VACUUM's repairs pass a
+ * larger one, because an element linked into the wrong cluster stays hard
+ * to find for every later search.
  */
 void
 HnswSearchDescend(Relation index, HnswMetric metric, int dims, int m,
 				  const float *query, const Latent *queryLatent,
-				  const HnswMetaPageData *meta, int toLevel,
+				  const HnswMetaPageData *meta, int toLevel, int ef,
 				  ItemPointer entry, uint64 *bufferAccesses, MemoryContext cxt)
 {
 	MemoryContext levelcxt = AllocSetContextCreate(cxt, "hnsw descent",
 												   ALLOCSET_DEFAULT_SIZES);
+	HnswCandidate **best = MemoryContextAlloc(cxt, sizeof(HnswCandidate *) * ef);
 
 	*entry = meta->entryTid;
 	for (int lc = meta->entryLevel; lc > toLevel && ItemPointerIsValid(entry); lc--)
 	{
 		HnswSearch search;
-		HnswCandidate *best[HNSW_DESCENT_EF];
 
-		/*
-		 * A beam of HNSW_DESCENT_EF candidates instead of the paper's greedy
-		 * walk (ef = 1): on well-separated clusters a greedy walk can stop
-		 * in the wrong cluster, and level 0 then never reaches the query's.
-		 */
-		HnswSearchInit(&search, index, metric, dims, m, query, lc, HNSW_DESCENT_EF, levelcxt);
+		HnswSearchInit(&search, index, metric, dims, m, query, lc, ef, levelcxt);
 		search.queryLatent = queryLatent;
 		HnswSearchAddSeed(&search, entry);
 		if (HnswSearchBatch(&search, INT_MAX, best) >= 1)
@@ -746,6 +834,7 @@ HnswSearchDescend(Relation index, HnswMetric metric, int dims, int m,
 			*bufferAccesses += search.bufferAccesses;
 		MemoryContextReset(levelcxt);
 	}
+	pfree(best);
 	MemoryContextDelete(levelcxt);
 }
 

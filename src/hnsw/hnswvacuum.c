@@ -255,7 +255,7 @@ RepairElement(VacuumState *vs, ItemPointerData tid)
 	HnswReadMeta(vs->index, &meta);
 	level = Min(level, meta.entryLevel);
 	HnswSearchDescend(vs->index, vs->metric, vs->dims, vs->m, vec, NULL, &meta, level,
-					  &entry, NULL, vs->cxt);
+					  HNSW_INSERT_DESCENT_EF, &entry, NULL, vs->cxt);
 	found = palloc(sizeof(HnswCandidate *) * vs->efConstruction);
 	seeds = palloc(sizeof(ItemPointerData) * vs->efConstruction);
 	seeds[0] = entry;
