@@ -83,8 +83,10 @@ CREATE FUNCTION wdc.load_model(name text, onnx bytea, options jsonb DEFAULT '{}'
 AS $$
 DECLARE
 	d jsonb := wdc.model_describe(onnx, options);
+	d0 jsonb;
 	digest bytea := sha256(onnx);
-	fp bigint := ('x' || encode(substr(digest, 1, 4), 'hex'))::bit(32)::bigint;
+	fp_digest bytea := digest;
+	fp bigint;
 	v bigint;
 BEGIN
 	IF length(name) NOT BETWEEN 1 AND 200 THEN
@@ -92,6 +94,24 @@ BEGIN
 			USING ERRCODE = 'invalid_parameter_value',
 			      HINT = 'A model name has 1 to 200 characters.';
 	END IF;
+	-- The fingerprint tags latents with what made them.  It is the start of
+	-- the file's SHA-256 when the options change nothing that the ONNX
+	-- metadata sets; options that change the kind, output, input shape or
+	-- preprocessing change the latents too, so they are hashed with the
+	-- bytes.
+	BEGIN
+		d0 := wdc.model_describe(onnx, '{}');
+	EXCEPTION WHEN OTHERS THEN
+		d0 := NULL;		-- the file alone is not usable: options are needed
+	END;
+	IF d0 IS NULL OR
+	   (d0->'kind', d0->'output_name', d0->'input_shape', d0->'preprocessing') IS DISTINCT FROM
+	   (d->'kind', d->'output_name', d->'input_shape', d->'preprocessing') THEN
+		fp_digest := sha256(onnx || convert_to(jsonb_build_object(
+			'kind', d->'kind', 'output', d->'output_name',
+			'input_shape', d->'input_shape', 'preprocessing', d->'preprocessing')::text, 'UTF8'));
+	END IF;
+	fp := ('x' || encode(substr(fp_digest, 1, 4), 'hex'))::bit(32)::bigint;
 	IF fp < 0 THEN
 		fp := fp + 4294967296;
 	END IF;

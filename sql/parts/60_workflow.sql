@@ -487,7 +487,7 @@ CREATE FUNCTION wdc.backfill_require_own_transactions(procedure text) RETURNS vo
 	AS 'MODULE_PATHNAME', 'backfill_require_own_transactions'
 	LANGUAGE C STRICT VOLATILE PARALLEL RESTRICTED;
 COMMENT ON FUNCTION wdc.backfill_require_own_transactions(text) IS
-	'part of wdc.backfill: raises an error when called inside a transaction block (BEGIN ... COMMIT), where a procedure cannot COMMIT';
+	'part of wdc.backfill: raises an error when called inside a transaction block (BEGIN ... COMMIT) or from a function, where a procedure cannot COMMIT';
 
 CREATE PROCEDURE wdc.backfill(tbl regclass, source name, target name, model text,
                               options jsonb DEFAULT '{}')
@@ -499,9 +499,10 @@ DECLARE
 	job bigint;
 	step record;
 BEGIN
-	PERFORM wdc.backfill_require_own_transactions('wdc.backfill');
 	PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
 	job := wdc.backfill_start(tbl, source, target, model, options);
+	-- a clear error where COMMIT is impossible; it also undoes the job row
+	PERFORM wdc.backfill_require_own_transactions('wdc.backfill');
 	COMMIT;
 	LOOP
 		PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);

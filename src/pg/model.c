@@ -549,6 +549,24 @@ model_describe(PG_FUNCTION_ARGS)
 		}
 		else
 		{
+			FlowModel  *native = NULL;
+			FlowExternal *external = NULL;
+			WdcStatus	st;
+
+			/*
+			 * Open the flow as a lookup would, so that a graph that cannot
+			 * run as one is rejected before it is stored.
+			 */
+			st = flow_from_onnx(&env, (const uint8_t *) VARDATA_ANY(onnx),
+								VARSIZE_ANY_EXHDR(onnx), &native);
+			if (st == WDC_ERR_UNSUPPORTED)
+				st = flow_external_open(&env, model, &external);
+			if (st != WDC_OK)
+				WdcFitsRaise(&error);
+			if (native)
+				flow_free(&env, native);
+			if (external)
+				flow_external_free(&env, external);
 			rank = 0;
 			oinfo = wdc_nn_output(model, out);
 		}

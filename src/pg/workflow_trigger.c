@@ -597,9 +597,10 @@ embed_trigger(PG_FUNCTION_ARGS)
  * wdc.backfill_require_own_transactions(procedure text): raise a clear error
  * when a procedure that COMMITs per batch is called inside BEGIN ... COMMIT.
  * PostgreSQL would otherwise stop it at its first COMMIT with a bare
- * "invalid transaction termination".  Inside a subtransaction (an
- * exception block) the state of the enclosing transaction is not visible,
- * so the check is skipped there and PostgreSQL's own error applies.
+ * "invalid transaction termination".  It also rejects calls from a function
+ * or query.  Inside a subtransaction (an exception block) the state of the
+ * enclosing transaction is not visible, so the block check is skipped
+ * there and PostgreSQL's own error applies at the first COMMIT.
  */
 PG_FUNCTION_INFO_V1(backfill_require_own_transactions);
 
@@ -614,5 +615,16 @@ backfill_require_own_transactions(PG_FUNCTION_ARGS)
 				 errmsg("%s cannot run inside a transaction block", procedure),
 				 errdetail("It commits after each batch so that an interrupted job keeps its progress."),
 				 errhint("CALL it outside BEGIN ... COMMIT.")));
+
+	/*
+	 * The procedure's own SPI connection is atomic when it was called from
+	 * a function or a query, where no COMMIT is possible either.
+	 */
+	if (!SPI_inside_nonatomic_context())
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_TRANSACTION_TERMINATION),
+				 errmsg("%s cannot run inside a function", procedure),
+				 errdetail("It commits after each batch, which a procedure called from a function or query cannot do."),
+				 errhint("CALL it directly, or from a DO block or another procedure that is itself called directly.")));
 	PG_RETURN_VOID();
 }

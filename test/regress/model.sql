@@ -75,6 +75,18 @@ SELECT bool_and(wdc.encode('probe', pix) = wdc.encode('probe', :p1, pix)) AS sav
 ROLLBACK;
 SELECT bool_and(wdc.encode('probe', pix) = wdc.encode('probe', :p2, pix)) AS rollback_undone FROM img;
 SELECT wdc.drop_model('probe');
+-- the fingerprint is the file's SHA-256 prefix, unless load options change
+-- the latents: then it covers the options too
+SELECT wdc.load_model('fp', pg_read_binary_file(:'enc_file')) AS f1 \gset
+SELECT wdc.load_model('fp', pg_read_binary_file(:'enc_file'), '{"preprocessing": {"nan_fill": "median", "normalize": "zscore"}}') AS f2 \gset
+SELECT wdc.load_model('fp', pg_read_binary_file(:'enc_file'), '{"provenance": {"note": "same latents"}}') AS f3 \gset
+SELECT version = :f1 AS plain, fingerprint = substr(encode(sha256(pg_read_binary_file(:'enc_file')), 'hex'), 1, 8) AS file_prefix
+FROM wdc.models WHERE name = 'fp' AND version IN (:f1, :f3) ORDER BY version;
+SELECT count(DISTINCT fingerprint) AS fingerprints FROM wdc.models WHERE name = 'fp';
+SELECT latent_fingerprint(wdc.encode('fp', :f1, pix)) <> latent_fingerprint(wdc.encode('fp', :f2, pix)) AS tags_differ FROM img;
+SELECT wdc.drop_model('fp');
+-- a graph that cannot run as a flow is rejected at load
+SELECT wdc.load_model('notaflow', pg_read_binary_file(:'enc_file'), '{"kind": "flow"}');
 
 -- errors
 SELECT wdc.encode('no_such_model', pix) FROM img;

@@ -142,7 +142,7 @@ q -c "UPDATE cat SET cutout = ARRAY(SELECT ARRAY(SELECT 0.5::real FROM generate_
 check_complete "after fixing the bad row"
 
 # Inside BEGIN ... COMMIT the procedure cannot commit its batches: it must
-# say so before any work, with SQLSTATE 25001, and leave no job behind.
+# say so before encoding anything, with SQLSTATE 25001, and leave no job.
 jobs_before=$(q -c "SELECT count(*) FROM wdc.jobs")
 err=$(q -v VERBOSITY=verbose -c "BEGIN" -c "CALL wdc.backfill('cat', 'cutout', 'z', 'tiny_enc')" 2>&1 >/dev/null || true)
 case "$err" in
@@ -150,3 +150,12 @@ case "$err" in
 	*) fail "backfill inside BEGIN: unexpected error: $err" ;;
 esac
 expect "backfill inside BEGIN leaves no job" "$jobs_before" "$(q -c "SELECT count(*) FROM wdc.jobs")"
+
+# From a function the procedure cannot commit either: 2D000, and no job.
+q -c "CREATE FUNCTION call_backfill() RETURNS void LANGUAGE plpgsql AS \$\$ BEGIN CALL wdc.backfill('cat', 'cutout', 'z', 'tiny_enc'); END \$\$"
+err=$(q -v VERBOSITY=verbose -c "SELECT call_backfill()" 2>&1 >/dev/null || true)
+case "$err" in
+	*"2D000: wdc.backfill cannot run inside a function"*) echo "ok - backfill from a function is rejected" ;;
+	*) fail "backfill from a function: unexpected error: $err" ;;
+esac
+expect "backfill from a function leaves no job" "$jobs_before" "$(q -c "SELECT count(*) FROM wdc.jobs")"
