@@ -470,16 +470,16 @@ finite_range(const float *p, size_t n, double *lo, double *hi)
 }
 
 /*
- * Number of NaN pixels; the fill value (a median needs a sort) is only
- * computed when there is something to fill.
+ * Number of NaN and infinite pixels; the fill value (a median needs a sort)
+ * is only computed when there is something to fill.
  */
 static size_t
-count_nan(const float *p, size_t n)
+count_nonfinite(const float *p, size_t n)
 {
 	size_t		count = 0;
 
 	for (size_t i = 0; i < n; i++)
-		count += isnan(p[i]) ? 1 : 0;
+		count += isfinite(p[i]) ? 0 : 1;
 	return count;
 }
 
@@ -498,7 +498,7 @@ wdc_preprocess_run(const WdcEnv *env, const WdcPreprocess *pp,
 	if (!wdc_size_mul(in->width, in->height, &n) || n == 0)
 		return wdc_error(env, WDC_ERR_INVALID, "cannot preprocess an empty image");
 
-	/* 1. NaN fill, on a copy of the input. */
+	/* 1. NaN (and infinity) fill, on a copy of the input. */
 	out->pixels = wdc_alloc(env, n * sizeof(float));
 	if (out->pixels == NULL)
 		return wdc_error(env, WDC_ERR_NOMEM, "out of memory preprocessing an image");
@@ -506,7 +506,7 @@ wdc_preprocess_run(const WdcEnv *env, const WdcPreprocess *pp,
 	out->height = in->height;
 	memcpy(out->pixels, in->pixels, n * sizeof(float));
 	p = out->pixels;
-	if (pp->nan_fill != WDC_NAN_KEEP && count_nan(p, n) > 0)
+	if (pp->nan_fill != WDC_NAN_KEEP && count_nonfinite(p, n) > 0)
 	{
 		double		fill = pp->nan_value;
 
@@ -528,8 +528,9 @@ wdc_preprocess_run(const WdcEnv *env, const WdcPreprocess *pp,
 		}
 		if (isnan(fill))
 			fill = 0.0;			/* no finite pixel at all */
+		/* infinities (saturated or overflowed pixels) are filled like NaN */
 		for (size_t i = 0; i < n; i++)
-			if (isnan(p[i]))
+			if (!isfinite(p[i]))
 				p[i] = (float) fill;
 	}
 

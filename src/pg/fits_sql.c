@@ -98,7 +98,8 @@ WdcFitsRaise(const WdcError *error)
 			code = ERRCODE_DATA_EXCEPTION;
 			break;
 		case WDC_ERR_CORRUPT:
-			code = ERRCODE_DATA_CORRUPTED;
+			/* malformed bytes come from the caller: a data error, not XX */
+			code = ERRCODE_INVALID_BINARY_REPRESENTATION;
 			break;
 		case WDC_ERR_UNSUPPORTED:
 			code = ERRCODE_FEATURE_NOT_SUPPORTED;

@@ -332,6 +332,32 @@ test_percentile_selection(void)
 				  "(512 cases)", clip_bad == 0 && clips == 512, why);
 }
 
+/* The NaN fill also replaces infinities, from the finite pixels only. */
+static void
+test_fill_infinities(void)
+{
+	float		px[5] = {1.0f, INFINITY, 2.0f, -INFINITY, 4.0f};
+	WdcImage	in = {.width = 5, .height = 1, .pixels = px},
+				out;
+	WdcPreprocess pp;
+	char		why[128] = "";
+	int			ok;
+
+	wdc_preprocess_init(&pp);
+	ok = wdc_preprocess_set(&env, &pp, "nan_fill", "median") == WDC_OK &&
+		wdc_preprocess_run(&env, &pp, &in, &out) == WDC_OK;
+	if (ok)
+	{
+		snprintf(why, sizeof(why), "got [%g, %g, %g, %g, %g]", out.pixels[0],
+				 out.pixels[1], out.pixels[2], out.pixels[3], out.pixels[4]);
+		ok = out.pixels[0] == 1.0f && out.pixels[1] == 2.0f &&
+			out.pixels[2] == 2.0f && out.pixels[3] == 2.0f &&
+			out.pixels[4] == 4.0f;
+		wdc_image_free(&env, &out);
+	}
+	wdc_test_case("median fill replaces infinities", ok, why);
+}
+
 static void
 test_preprocess_steps(void)
 {
@@ -568,6 +594,7 @@ main(void)
 	test_resize();
 	test_percentiles_and_zscale();
 	test_percentile_selection();
+	test_fill_infinities();
 	test_preprocess_steps();
 	test_png();
 	return wdc_test_summary();

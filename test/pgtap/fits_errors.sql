@@ -12,12 +12,12 @@ FROM unnest(ARRAY['first_sin.fits', 'dss_table.fits.gz', 'fermi_car.fits.gz',
 	'hi_cube_ngc6503.fits', 'saao_uint16.fits', 'spitzer_sip.fits']) AS name;
 
 -- input data problems
-SELECT throws_ok($$SELECT wdc.fits_image('not FITS'::bytea)$$, 'XX001', NULL,
-	'non-FITS bytea is data_corrupted');
+SELECT throws_ok($$SELECT wdc.fits_image('not FITS'::bytea)$$, '22P03', NULL,
+	'non-FITS bytea is invalid_binary_representation');
 SELECT throws_ok($$SELECT wdc.fits_image(substring(data FROM 1 FOR length(data) - 2880)) FROM f WHERE name = 'first_sin.fits'$$,
-	'XX001', 'FITS data is truncated', 'truncated bytea is data_corrupted');
+	'22P03', 'FITS data is truncated', 'truncated bytea is invalid_binary_representation');
 SELECT throws_ok($$SELECT wdc.fits_image(substring(data FROM 1 FOR length(data) - 50)) FROM f WHERE name = 'fermi_car.fits.gz'$$,
-	'XX001', 'gzip FITS data is truncated', 'truncated gzip is data_corrupted');
+	'22P03', 'gzip FITS data is truncated', 'truncated gzip is invalid_binary_representation');
 SELECT throws_ok($$SELECT wdc.fits_image('\x1f9d9000'::bytea)$$, '0A000', NULL,
 	'Unix compress input is feature_not_supported');
 
