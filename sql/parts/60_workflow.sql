@@ -75,6 +75,11 @@ BEGIN
 			      HINT = 'The target column must be of type latent.';
 	END IF;
 	IF NOT EXISTS (SELECT 1 FROM wdc.model m WHERE m.name = model AND m.kind = 'encoder') THEN
+		IF EXISTS (SELECT 1 FROM wdc.model m WHERE m.name = model) THEN
+			RAISE EXCEPTION 'model "%" is not an encoder', model
+				USING ERRCODE = 'wrong_object_type',
+				      HINT = 'Its versions have another kind; SELECT * FROM wdc.models lists kinds.';
+		END IF;
 		RAISE EXCEPTION 'encoder "%" is not loaded', model
 			USING ERRCODE = 'undefined_object',
 			      HINT = 'SELECT * FROM wdc.models lists the loaded models.';
@@ -126,6 +131,11 @@ BEGIN
 	IF options ? 'flow' THEN
 		PERFORM wdc.column_type(tbl, (options->>'score')::name, 'score');
 		IF NOT EXISTS (SELECT 1 FROM wdc.model m WHERE m.name = options->>'flow' AND m.kind = 'flow') THEN
+			IF EXISTS (SELECT 1 FROM wdc.model m WHERE m.name = options->>'flow') THEN
+				RAISE EXCEPTION 'model "%" is not a flow', options->>'flow'
+					USING ERRCODE = 'wrong_object_type',
+					      HINT = 'Its versions have another kind; SELECT * FROM wdc.models lists kinds.';
+			END IF;
 			RAISE EXCEPTION 'flow "%" is not loaded', options->>'flow'
 				USING ERRCODE = 'undefined_object',
 				      HINT = 'Train one with wdc.train_flow; SELECT * FROM wdc.models lists the loaded models.';

@@ -479,7 +479,7 @@ alloc_image(const WdcEnv *env, const WdcFitsFile *file, size_t width,
 		wdc_error(env, WDC_ERR_LIMIT,
 				  "image of %zu x %zu pixels exceeds the limit of %zu pixels",
 				  width, height, file->limits.max_pixels);
-		return wdc_error_hint(env, "Raise wdc.fits_max_mb, or read a cutout.");
+		return wdc_error_hint(env, "Raise wdc.fits_max_mb, or ask for fewer pixels.");
 	}
 	out->pixels = wdc_alloc(env, bytes);
 	if (out->pixels == NULL)

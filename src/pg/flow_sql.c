@@ -450,7 +450,8 @@ condition_from_jsonb(const WdcModelEntry *entry, Jsonb *cond, RowCondition *rc)
 			if (val->type != jbvNumeric)
 				ereport(ERROR,
 						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-						 errmsg("condition column \"%s\" must be a number", col)));
+						 errmsg("condition column \"%s\" must be a finite number", col),
+						 errhint("Give a JSON number; NaN and infinities cannot be scored, and a JSON null stands for an unknown value.")));
 			rc->numeric[i] = (float) DatumGetFloat8(DirectFunctionCall1(numeric_float8,
 																		NumericGetDatum(val->val.numeric)));
 		}
@@ -974,6 +975,14 @@ flow_fit(PG_FUNCTION_ARGS)
 		Oid			t = SPI_gettypeid(desc, c);
 		char	   *cname = SPI_fname(desc, c);
 		bool		named_class = class_column && strcmp(class_column, cname) == 0;
+
+		/* conditions are passed by column name, so names must be unique */
+		for (int other = 2; other < c; other++)
+			if (strcmp(NameStr(TupleDescAttr(desc, other - 1)->attname), cname) == 0)
+				ereport(ERROR,
+						(errcode(ERRCODE_DUPLICATE_COLUMN),
+						 errmsg("training query has two columns named \"%s\"", cname),
+						 errhint("Conditions are given by column name; name each column once, with AS.")));
 
 		if (named_class || (class_column == NULL && is_class_type(t)))
 		{

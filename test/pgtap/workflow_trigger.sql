@@ -4,9 +4,10 @@
 \set models `pwd`/test/fixtures/models/
 \set ON_ERROR_STOP 1
 BEGIN;
-SELECT plan(46);
+SELECT plan(48);
 
 SELECT wdc.load_model('tiny_enc', pg_read_binary_file(:'models' || 'tiny_encoder.onnx')) AS v \gset
+SELECT wdc.load_model('tiny_dec', pg_read_binary_file(:'models' || 'tiny_decoder.onnx')) AS vdec \gset
 
 -- a 16 x 16 test image, different for each seed
 CREATE FUNCTION pg_temp.img(seed int) RETURNS real[] LANGUAGE sql IMMUTABLE AS $$
@@ -84,6 +85,8 @@ SELECT throws_ok($$SELECT wdc.attach('obs', 'cutout', 'note', 'tiny_enc')$$, '42
 	'target column "note" of table public.obs has type text', 'target of the wrong type');
 SELECT throws_ok($$SELECT wdc.attach('obs', 'cutout', 'z', 'no_model')$$, '42704',
 	'encoder "no_model" is not loaded', 'unknown model');
+SELECT throws_ok($$SELECT wdc.attach('obs', 'cutout', 'z', 'tiny_dec')$$, '42809',
+	'model "tiny_dec" is not an encoder', 'decoder given as the encoder');
 SELECT throws_ok($$SELECT wdc.attach('obs', 'cutout', 'z', 'tiny_enc', '{"colour": 1}')$$, '22023',
 	'unknown wdc.attach option "colour"', 'unknown option');
 SELECT throws_ok($$SELECT wdc.attach('obs', 'cutout', 'z', 'tiny_enc', '{"flow": "f"}')$$, '22023',
@@ -92,6 +95,8 @@ SELECT throws_ok($$SELECT wdc.attach('obs', 'cutout', 'z', 'tiny_enc', '{"trigge
 	'score column "s" does not exist in table public.obs', 'missing score column');
 SELECT throws_ok($$SELECT wdc.attach('obs', 'cutout', 'z', 'tiny_enc', '{"trigger_name": "t2", "flow": "nope", "score": "note"}')$$, '42704',
 	'flow "nope" is not loaded', 'unknown flow');
+SELECT throws_ok($$SELECT wdc.attach('obs', 'cutout', 'z', 'tiny_enc', '{"trigger_name": "t2", "flow": "tiny_enc", "score": "note"}')$$, '42809',
+	'model "tiny_enc" is not a flow', 'encoder given as the flow');
 SELECT throws_ok($$SELECT wdc.attach('obs', 'cutout', 'z', 'tiny_enc')$$, '42710', NULL,
 	'attaching twice under one name fails');
 
