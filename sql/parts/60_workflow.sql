@@ -123,6 +123,13 @@ BEGIN
 
 	PERFORM wdc.require_table_owner(tbl, 'attach an embedding trigger');
 	PERFORM wdc.check_embedding_columns(tbl, source, target, model);
+	-- the trigger encodes with the current version, so that one must encode
+	IF (SELECT m.kind FROM wdc.models m WHERE m.name = model AND m.current) <> 'encoder' THEN
+		RAISE EXCEPTION 'the current version of model "%" has kind "%", not "encoder"', model,
+			(SELECT m.kind FROM wdc.models m WHERE m.name = model AND m.current)
+			USING ERRCODE = 'wrong_object_type',
+			      HINT = 'Pin an encoder version with wdc.set_current.';
+	END IF;
 
 	IF (options ? 'flow') <> (options ? 'score') THEN
 		RAISE EXCEPTION 'options flow and score go together'
@@ -344,6 +351,12 @@ BEGIN
 	SELECT lpad(to_hex(m.fingerprint), 8, '0') INTO fp FROM wdc.model m
 	WHERE m.name = model AND m.version = v AND m.kind = 'encoder';
 	IF fp IS NULL THEN
+		IF EXISTS (SELECT 1 FROM wdc.model m WHERE m.name = model AND m.version = v) THEN
+			RAISE EXCEPTION 'model "%" version % has kind "%", not "encoder"', model, v,
+				(SELECT m.kind FROM wdc.model m WHERE m.name = model AND m.version = v)
+				USING ERRCODE = 'wrong_object_type',
+				      HINT = 'Backfill with an encoder version: pass {"version": N} or pin one with wdc.set_current.';
+		END IF;
 		RAISE EXCEPTION 'encoder "%" has no version %', model, v
 			USING ERRCODE = 'undefined_object',
 			      HINT = 'SELECT * FROM wdc.models lists the loaded models.';

@@ -4,7 +4,7 @@
 \set models `pwd`/test/fixtures/models/
 \set ON_ERROR_STOP 1
 BEGIN;
-SELECT plan(48);
+SELECT plan(50);
 
 SELECT wdc.load_model('tiny_enc', pg_read_binary_file(:'models' || 'tiny_encoder.onnx')) AS v \gset
 SELECT wdc.load_model('tiny_dec', pg_read_binary_file(:'models' || 'tiny_decoder.onnx')) AS vdec \gset
@@ -87,6 +87,16 @@ SELECT throws_ok($$SELECT wdc.attach('obs', 'cutout', 'z', 'no_model')$$, '42704
 	'encoder "no_model" is not loaded', 'unknown model');
 SELECT throws_ok($$SELECT wdc.attach('obs', 'cutout', 'z', 'tiny_dec')$$, '42809',
 	'model "tiny_dec" is not an encoder', 'decoder given as the encoder');
+-- a newer decoder under an encoder's name: attach and backfill name the kind
+SELECT wdc.load_model('mixed', pg_read_binary_file(:'models' || 'tiny_encoder.onnx')) AS vmix \gset
+SELECT wdc.load_model('mixed', pg_read_binary_file(:'models' || 'tiny_decoder.onnx')) AS vmix2 \gset
+SELECT throws_ok($$SELECT wdc.attach('obs', 'cutout', 'z', 'mixed')$$, '42809',
+	format('the current version of model "mixed" has kind "decoder", not "encoder"'),
+	'current decoder version is rejected by attach');
+SELECT throws_ok($$SELECT wdc.backfill_start('obs', 'cutout', 'z', 'mixed', '{}')$$, '42809',
+	format('model "mixed" version %s has kind "decoder", not "encoder"', :vmix2),
+	'current decoder version is rejected by backfill');
+SELECT wdc.drop_model('mixed') AS dropped_mixed \gset
 SELECT throws_ok($$SELECT wdc.attach('obs', 'cutout', 'z', 'tiny_enc', '{"colour": 1}')$$, '22023',
 	'unknown wdc.attach option "colour"', 'unknown option');
 SELECT throws_ok($$SELECT wdc.attach('obs', 'cutout', 'z', 'tiny_enc', '{"flow": "f"}')$$, '22023',
