@@ -206,7 +206,7 @@ swap_float(float *a, float *b)
 }
 
 /*
- * Rearrange a[0..n) so that a[k] holds the value of rank k (0-based), with
+ * Rearrange a[0..n) so that a[k] is the value of rank k (0-based), with
  * no larger value before it and no smaller one after it.  Quickselect with
  * a median-of-three pivot runs in O(n) on average; the values are finite,
  * so comparisons are a total order.  After 2 log2(n) partitions that
@@ -273,7 +273,7 @@ select_rank(float *a, size_t n, size_t k)
  * Percentile p (0 to 100) of the m values in a, numpy's linear method:
  * the values of rank floor(pos) and the next one, pos = p / 100 * (m - 1),
  * interpolated.  Reorders a; only a[from..m) is searched, which the
- * caller guarantees holds every rank from `from` on (see select_rank).
+ * caller guarantees to contain every rank from `from` on (see select_rank).
  */
 static double
 percentile_select(float *a, size_t m, size_t from, double p, size_t *rank)

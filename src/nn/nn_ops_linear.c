@@ -289,7 +289,7 @@ window_out_shape(const NnStep *s, int64_t channels, NnShape *out)
 /*
  * Copies and fills of short runs.  im2col moves one output row (OW floats,
  * often 4 to 32) per call, about 14,000 runs per image on a typical
- * encoder; through the library's memcpy and memset the call overhead cost
+ * encoder.  Through the library's memcpy and memset, the call overhead cost
  * more than the data moved.  Fixed-size chunks let the compiler emit
  * plain vector moves.
  */

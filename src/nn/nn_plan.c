@@ -263,9 +263,9 @@ round_up(size_t n)
 
 /*
  * Row runs: depth-first execution of per-image steps.  Executed layer by
- * layer, a batch's activations pass through memory once per layer: the
+ * layer, a batch's activations pass through memory once per layer.  The
  * four convolutions of a 64x64 encoder write 15 MiB for 64 images, far
- * more than a core's L2 cache, and the next layer reads them back from
+ * more than a core's L2 cache, so the next layer reads them back from
  * further away.  A run of two or more consecutive steps whose operators
  * have exec_rows instead executes on slices of a few images, each slice
  * through every step of the run (run_common).  Values written and read
@@ -322,10 +322,10 @@ plan_one_run(WdcNnPlan *p, int first, int last)
 		return;
 
 	/*
-	 * A value that the run writes and only the run reads holds one slice.
-	 * Every value of the run stays live over the whole run, so none shares
-	 * space with another: a later slice still reads the run's input after
-	 * the first step has run on earlier slices.
+	 * A value that the run writes and only the run reads gets one slice of
+	 * space.  Every value of the run stays live over the whole run, so none
+	 * shares space with another, because a later slice still reads the
+	 * run's input after the first step has run on earlier slices.
 	 */
 	for (int u = first; u <= last; u++)
 	{

@@ -115,8 +115,8 @@ fill_run(WdcNnPlan *p, const NnStep *s, NnRun *r, int with_tangents)
 
 /*
  * Execute the row run that starts at step first (see plan_row_runs): each
- * slice of images through every step of the run.  A value that holds one
- * slice is addressed from its first row.
+ * slice of images through every step of the run.  A value with one slice
+ * of space is addressed from its first row.
  */
 static WdcStatus
 run_slices(const WdcEnv *env, WdcNnPlan *p, int first)
