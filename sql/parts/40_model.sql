@@ -96,14 +96,18 @@ BEGIN
 	END IF;
 	-- The fingerprint tags latents with what made them.  It is the start of
 	-- the file's SHA-256 when the options change nothing that the ONNX
-	-- metadata sets; options that change the kind, output, input shape or
+	-- metadata sets.  Options that change the kind, output, input shape or
 	-- preprocessing change the latents too, so they are hashed with the
-	-- bytes.
-	BEGIN
-		d0 := wdc.model_describe(onnx, '{}');
-	EXCEPTION WHEN OTHERS THEN
-		d0 := NULL;		-- the file alone is not usable: options are needed
-	END;
+	-- bytes.  Only such options need the file described a second time.
+	IF options ?| ARRAY['kind', 'output', 'input_shape', 'preprocessing'] THEN
+		BEGIN
+			d0 := wdc.model_describe(onnx, '{}');
+		EXCEPTION WHEN OTHERS THEN
+			d0 := NULL;		-- the file alone is not usable: options are needed
+		END;
+	ELSE
+		d0 := d;
+	END IF;
 	IF d0 IS NULL OR
 	   (d0->'kind', d0->'output_name', d0->'input_shape', d0->'preprocessing') IS DISTINCT FROM
 	   (d->'kind', d->'output_name', d->'input_shape', d->'preprocessing') THEN

@@ -104,6 +104,7 @@ DECLARE
 	meta jsonb;
 	flow_cols text[];
 	given text[];
+	current_kind text;
 BEGIN
 	IF tbl IS NULL OR source IS NULL OR target IS NULL OR model IS NULL THEN
 		RAISE EXCEPTION 'table, source, target and model must not be NULL'
@@ -124,9 +125,10 @@ BEGIN
 	PERFORM wdc.require_table_owner(tbl, 'attach an embedding trigger');
 	PERFORM wdc.check_embedding_columns(tbl, source, target, model);
 	-- the trigger encodes with the current version, so that one must encode
-	IF (SELECT m.kind FROM wdc.models m WHERE m.name = model AND m.current) <> 'encoder' THEN
+	SELECT m.kind INTO current_kind FROM wdc.models m WHERE m.name = model AND m.current;
+	IF current_kind <> 'encoder' THEN
 		RAISE EXCEPTION 'the current version of model "%" has kind "%", not "encoder"', model,
-			(SELECT m.kind FROM wdc.models m WHERE m.name = model AND m.current)
+			current_kind
 			USING ERRCODE = 'wrong_object_type',
 			      HINT = 'Pin an encoder version with wdc.set_current.';
 	END IF;
@@ -283,6 +285,7 @@ DECLARE
 	key_type text;
 	v bigint;
 	fp text;
+	version_kind text;
 	batch integer;
 	policy text := coalesce(options->>'on_error', 'stop');
 	total bigint;
@@ -348,18 +351,17 @@ BEGIN
 	ELSE
 		SELECT m.version INTO v FROM wdc.models m WHERE m.name = model AND m.current;
 	END IF;
-	SELECT lpad(to_hex(m.fingerprint), 8, '0') INTO fp FROM wdc.model m
-	WHERE m.name = model AND m.version = v AND m.kind = 'encoder';
-	IF fp IS NULL THEN
-		IF EXISTS (SELECT 1 FROM wdc.model m WHERE m.name = model AND m.version = v) THEN
-			RAISE EXCEPTION 'model "%" version % has kind "%", not "encoder"', model, v,
-				(SELECT m.kind FROM wdc.model m WHERE m.name = model AND m.version = v)
-				USING ERRCODE = 'wrong_object_type',
-				      HINT = 'Backfill with an encoder version: pass {"version": N} or pin one with wdc.set_current.';
-		END IF;
+	SELECT lpad(to_hex(m.fingerprint), 8, '0'), m.kind INTO fp, version_kind FROM wdc.model m
+	WHERE m.name = model AND m.version = v;
+	IF version_kind IS NULL THEN
 		RAISE EXCEPTION 'encoder "%" has no version %', model, v
 			USING ERRCODE = 'undefined_object',
 			      HINT = 'SELECT * FROM wdc.models lists the loaded models.';
+	END IF;
+	IF version_kind <> 'encoder' THEN
+		RAISE EXCEPTION 'model "%" version % has kind "%", not "encoder"', model, v, version_kind
+			USING ERRCODE = 'wrong_object_type',
+			      HINT = 'Backfill with an encoder version: pass {"version": N} or pin one with wdc.set_current.';
 	END IF;
 
 	-- rows to do: a bad key_min or key_max fails here, in the key's type
