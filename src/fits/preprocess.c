@@ -270,9 +270,9 @@ select_rank(float *a, size_t n, size_t k)
 }
 
 /*
- * Percentile p (0 to 100) of the m values in a, numpy's linear method:
- * the values of rank floor(pos) and the next one, pos = p / 100 * (m - 1),
- * interpolated.  Reorders a; only a[from..m) is searched, which the
+ * Return percentile p (0 to 100) of the m values in a by numpy's linear
+ * method, interpolating between the values of rank floor(pos) and the next,
+ * where pos = p / 100 * (m - 1).  Reorders a; only a[from..m) is searched, which the
  * caller guarantees to contain every rank from `from` on (see select_rank).
  */
 static double

@@ -377,7 +377,7 @@ floor_div(int64_t a, int64_t b)
 	return a >= 0 ? a / b : -((-a + b - 1) / b);
 }
 
-/* One row of a tap: zero, then plane[src + lo .. src + hi], then zero. */
+/* Fill one row of a tap: zeros, plane[src + lo .. src + hi], zeros. */
 static inline void
 tap_row(float *d, const float *plane, int64_t src, int64_t OW, int64_t lo,
 		int64_t hi)
@@ -388,9 +388,9 @@ tap_row(float *d, const float *plane, int64_t src, int64_t OW, int64_t lo,
 }
 
 /*
- * One tap's block of an im2col row for one image: d[oh * OW + ow] =
+ * Fill one tap's block of an im2col row for one image: d[oh * OW + ow] =
  * plane[off + oh * pitch + ow] for oh in [ohlo, ohhi] and ow in [lo, hi],
- * zero elsewhere; off = qh * pitch + qw.  When the plane's pitch equals
+ * and zero elsewhere, where off = qh * pitch + qw.  When the plane's pitch equals
  * OW, the rows strictly between the first and the last are one contiguous
  * run in both, so they move in one copy and only their columns outside
  * [lo, hi] are zeroed afterwards.  That copy reads |qw| < pitch elements

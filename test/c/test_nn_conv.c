@@ -3,10 +3,10 @@
  *	  Check the runtime's 2-D Conv against a direct convolution in double
  *	  precision on many geometries.
  *
- * The im2col lowering has several paths: phase planes for strides, one
- * block copy per tap when a plane is as wide as the output, row-by-row
- * copies otherwise, several images per GEMM for small outputs, and 1x1
- * convolutions that read the input directly.  The ONNX node tests cover
+ * The im2col lowering has several paths.  Strides use phase planes, a tap
+ * moves as one block when its plane is as wide as the output and row by
+ * row otherwise, small outputs put several images in one GEMM, and 1x1
+ * convolutions read the input directly.  The ONNX node tests cover
  * few geometries, so this test sweeps fixed "same" geometries that take
  * the block path and a few hundred seeded random ones (kernel 1 to 5,
  * stride 1 to 3, dilation 1 to 2, asymmetric pads, groups, batches up to
@@ -63,7 +63,7 @@ signed_unit(void)
 	return (float) ((double) (next_u64() >> 11) / 9007199254740992.0 * 2.0 - 1.0);
 }
 
-/* Direct convolution in double: y[n][m][oh][ow]. */
+/* Compute the direct convolution in double into y[n][m][oh][ow]. */
 static void
 reference(const ConvGeom *g, int64_t oh_n, int64_t ow_n, const float *x,
 		  const float *w, const float *bias, double *y)

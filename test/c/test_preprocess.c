@@ -213,10 +213,10 @@ sorted_percentile(const float *data, size_t n, double p)
 }
 
 /*
- * Percentiles come from a selection, not a sort; they must equal the
+ * Percentiles come from a selection, not a sort.  They must equal the
  * sorted values exactly on orders that defeat naive pivots (sorted,
  * reversed, constant, organ pipe, few distinct values) and with NaN and
- * infinite pixels, and the two-sided clip must match a clip by sorting.
+ * infinite pixels.  The two-sided clip must match a clip by sorting.
  */
 static void
 test_percentile_selection(void)

@@ -141,8 +141,8 @@ q -c "UPDATE cat SET cutout = ARRAY(SELECT ARRAY(SELECT 0.5::real FROM generate_
 	-c "SET client_min_messages = warning" -c "CALL wdc.backfill('cat', 'cutout', 'z', 'tiny_enc', '{\"batch_size\": 10}')"
 check_complete "after fixing the bad row"
 
-# Inside BEGIN ... COMMIT the procedure cannot commit its batches: it must
-# say so before encoding anything, with SQLSTATE 25001, and leave no job.
+# Inside BEGIN ... COMMIT the procedure cannot commit its batches, so it must
+# raise SQLSTATE 25001 before encoding anything and leave no job.
 jobs_before=$(q -c "SELECT count(*) FROM wdc.jobs")
 err=$(q -v VERBOSITY=verbose -c "BEGIN" -c "CALL wdc.backfill('cat', 'cutout', 'z', 'tiny_enc')" 2>&1 >/dev/null || true)
 case "$err" in
