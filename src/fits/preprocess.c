@@ -9,7 +9,9 @@
 #include "fits/preprocess.h"
 
 #include <errno.h>
+#include <float.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -270,24 +272,299 @@ select_rank(float *a, size_t n, size_t k)
 }
 
 /*
+ * Rank of the lower neighbour of percentile p (0 to 100) among m values by
+ * numpy's linear method: pos = p / 100 * (m - 1) lies between the values of
+ * rank floor(pos) and the next, at fraction *t.
+ */
+static size_t
+percentile_rank(size_t m, double p, double *t)
+{
+	double		pos = p / 100.0 * (double) (m - 1);
+	size_t		lo = (size_t) floor(pos);
+
+	*t = pos - (double) lo;
+	return lo > m - 1 ? m - 1 : lo;
+}
+
+static inline double
+interpolate(float below, float above, double t)
+{
+	return (double) below + t * ((double) above - (double) below);
+}
+
+/* Four floats, or their comparison masks, as GCC vector extensions. */
+typedef float WdcF4 __attribute__((vector_size(16)));
+typedef int32_t WdcI4 __attribute__((vector_size(16)));
+
+/* Lanes where mask is set take a, the others b. */
+#define F4_SELECT(mask, a, b) \
+	((WdcF4) (((mask) & (WdcI4) (a)) | (~(mask) & (WdcI4) (b))))
+
+/*
+ * Minimum and maximum of the finite values of p[0..n), +Inf and -Inf when
+ * there are none.  Four lanes at a time: v - v is 0 exactly for finite v
+ * (NaN for NaN and infinities), so a lane keeps only finite values.
+ */
+static void
+span_range(const float *p, size_t n, float *mn, float *mx)
+{
+	WdcF4		lo = {INFINITY, INFINITY, INFINITY, INFINITY},
+				hi = {-INFINITY, -INFINITY, -INFINITY, -INFINITY};
+	float		a = INFINITY,
+				b = -INFINITY;
+	size_t		i = 0;
+
+	for (; i + 4 <= n; i += 4)
+	{
+		WdcF4		v;
+		WdcI4		finite;
+
+		memcpy(&v, p + i, sizeof(v));
+		finite = (v - v) == 0;
+		lo = F4_SELECT(finite & (v < lo), v, lo);
+		hi = F4_SELECT(finite & (v > hi), v, hi);
+	}
+	for (int j = 0; j < 4; j++)
+	{
+		a = lo[j] < a ? lo[j] : a;
+		b = hi[j] > b ? hi[j] : b;
+	}
+	for (; i < n; i++)
+		if (isfinite(p[i]))
+		{
+			a = p[i] < a ? p[i] : a;
+			b = p[i] > b ? p[i] : b;
+		}
+	*mn = a;
+	*mx = b;
+}
+
+/*
+ * Ranks at most this far from either end are found by edge_values, which
+ * keeps the smallest or largest values in order, instead of by a copy and
+ * quickselect.  Clip percentiles such as 0.5 and 99.5 of a 32 x 32 cutout
+ * are ranks 5 and 1,018 of 1,024.
+ */
+#define EDGE_RANKS 24
+
+/* Values per block and blocks per chunk of edge_values. */
+#define EDGE_BLOCK 16
+#define EDGE_CHUNK 64
+
+/*
+ * The k-th smallest (largest when !smallest) of v[0..n), or the infinity
+ * past that end when n < k; 1 <= k <= EDGE_RANKS.
+ */
+static float
+kth_extreme(const float *v, size_t n, size_t k, bool smallest)
+{
+	float		keep[EDGE_RANKS];
+	size_t		have = 0;
+
+	if (n < k)
+		return smallest ? INFINITY : -INFINITY;
+	for (size_t i = 0; i < n; i++)
+	{
+		float		x = smallest ? v[i] : -v[i];
+		size_t		j;
+
+		if (have == k && !(x < keep[k - 1]))
+			continue;
+		j = have < k ? have++ : k - 1;
+		while (j > 0 && keep[j - 1] > x)
+		{
+			keep[j] = keep[j - 1];
+			j--;
+		}
+		keep[j] = x;
+	}
+	return smallest ? keep[k - 1] : -keep[k - 1];
+}
+
+/* Insert finite v into the ascending list of the nlow smallest values. */
+static inline void
+keep_low(float *low, size_t nlow, size_t *nl, float v)
+{
+	size_t		j;
+
+	if (*nl == nlow && !(v < low[nlow - 1]))
+		return;
+	/* append, or overwrite the largest kept value, then sink */
+	j = *nl < nlow ? (*nl)++ : nlow - 1;
+	while (j > 0 && low[j - 1] > v)
+	{
+		low[j] = low[j - 1];
+		j--;
+	}
+	low[j] = v;
+}
+
+/* Insert finite v into the ascending list of the nhigh largest values. */
+static inline void
+keep_high(float *high, size_t nhigh, size_t *nh, float v)
+{
+	size_t		j;
+
+	if (*nh < nhigh)
+	{
+		j = (*nh)++;
+		while (j > 0 && high[j - 1] > v)
+		{
+			high[j] = high[j - 1];
+			j--;
+		}
+		high[j] = v;
+		return;
+	}
+	if (!(v > high[0]))
+		return;
+	/* drop the smallest kept value and rise into place */
+	j = 0;
+	while (j + 1 < nhigh && high[j + 1] < v)
+	{
+		high[j] = high[j + 1];
+		j++;
+	}
+	high[j] = v;
+}
+
+/*
+ * low[0..nlow) receives the nlow smallest and high[0..nhigh) the nhigh
+ * largest finite values of data[0..n), each in ascending order; the caller
+ * guarantees at least max(nlow, nhigh) finite values.
+ *
+ * The values are read in chunks of EDGE_CHUNK blocks of EDGE_BLOCK, and a
+ * vectorized pass finds each block's finite minimum and maximum.  Let T be
+ * the nlow-th smallest block minimum of a chunk.  The chunk contains nlow
+ * values no larger than T, so no value above T is among the nlow smallest.
+ * Only blocks whose minimum is at most T (and below the values already
+ * kept) are searched value by value: nlow blocks, or a few more with ties.
+ * The largest values are found the same way.
+ */
+static void
+edge_values(const float *data, size_t n, float *low, size_t nlow,
+			float *high, size_t nhigh)
+{
+	float		bmin[EDGE_CHUNK],
+				bmax[EDGE_CHUNK];
+	size_t		nl = 0,
+				nh = 0;
+
+	for (size_t c0 = 0; c0 < n; c0 += EDGE_BLOCK * EDGE_CHUNK)
+	{
+		size_t		cn = n - c0 < EDGE_BLOCK * EDGE_CHUNK ? n - c0 :
+			EDGE_BLOCK * EDGE_CHUNK;
+		size_t		nb = (cn + EDGE_BLOCK - 1) / EDGE_BLOCK;
+		float		low_limit = -INFINITY,
+					high_limit = INFINITY;
+
+		for (size_t b = 0; b < nb; b++)
+		{
+			size_t		len = cn - b * EDGE_BLOCK < EDGE_BLOCK ?
+				cn - b * EDGE_BLOCK : EDGE_BLOCK;
+
+			span_range(data + c0 + b * EDGE_BLOCK, len, &bmin[b], &bmax[b]);
+		}
+		if (nlow > 0)
+		{
+			low_limit = kth_extreme(bmin, nb, nlow, true);
+			if (nl == nlow && low[nlow - 1] < low_limit)
+				low_limit = low[nlow - 1];
+		}
+		if (nhigh > 0)
+		{
+			high_limit = kth_extreme(bmax, nb, nhigh, false);
+			if (nh == nhigh && high[0] > high_limit)
+				high_limit = high[0];
+		}
+		for (size_t b = 0; b < nb; b++)
+		{
+			const float *p = data + c0 + b * EDGE_BLOCK;
+			size_t		len = cn - b * EDGE_BLOCK < EDGE_BLOCK ?
+				cn - b * EDGE_BLOCK : EDGE_BLOCK;
+			bool		in_low = nlow > 0 && bmin[b] <= low_limit,
+						in_high = nhigh > 0 && bmax[b] >= high_limit;
+
+			if (!in_low && !in_high)
+				continue;
+			for (size_t i = 0; i < len; i++)
+			{
+				if (!isfinite(p[i]))
+					continue;
+				if (in_low)
+					keep_low(low, nlow, &nl, p[i]);
+				if (in_high)
+					keep_high(high, nhigh, &nh, p[i]);
+			}
+		}
+	}
+}
+
+/*
+ * How percentile p of m finite values can come from edge_values: sets
+ * *from_low to the number of smallest values, or *from_high to the number of
+ * largest values, that contain ranks lo and lo + 1 (lo from percentile_rank).
+ * Returns false when the ranks are too far from both ends.
+ */
+static bool
+edge_plan(size_t m, size_t lo, size_t *from_low, size_t *from_high)
+{
+	size_t		need = lo + 2 < m ? lo + 2 : m;
+
+	if (need <= EDGE_RANKS)
+	{
+		if (need > *from_low)
+			*from_low = need;
+		return true;
+	}
+	if (m - lo <= EDGE_RANKS)
+	{
+		if (m - lo > *from_high)
+			*from_high = m - lo;
+		return true;
+	}
+	return false;
+}
+
+/*
+ * Values of ranks lo and lo + 1 (lo itself when it is the last rank) from
+ * the kept sets of edge_values, of which edge_plan chose one.
+ */
+static void
+edge_pair(size_t m, size_t lo, const float *low, size_t nlow,
+		  const float *high, size_t nhigh, float *below, float *above)
+{
+	if (nlow >= (lo + 2 < m ? lo + 2 : m))
+	{
+		*below = low[lo];
+		*above = lo + 1 < nlow ? low[lo + 1] : *below;
+	}
+	else
+	{
+		/* high[0] has rank m - nhigh */
+		size_t		k = lo - (m - nhigh);
+
+		*below = high[k];
+		*above = k + 1 < nhigh ? high[k + 1] : *below;
+	}
+}
+
+/*
  * Return percentile p (0 to 100) of the m values in a by numpy's linear
- * method, interpolating between the values of rank floor(pos) and the next,
- * where pos = p / 100 * (m - 1).  Reorders a; only a[from..m) is searched, which the
- * caller guarantees to contain every rank from `from` on (see select_rank).
+ * method (see percentile_rank).  Reorders a; only a[from..m) is searched,
+ * which the caller guarantees to contain every rank from `from` on (see
+ * select_rank).
  */
 static double
 percentile_select(float *a, size_t m, size_t from, double p, size_t *rank)
 {
-	double		pos = p / 100.0 * (double) (m - 1);
-	size_t		lo = (size_t) floor(pos);
-	double		t = pos - (double) lo;
+	double		t;
+	size_t		lo = percentile_rank(m, p, &t);
 	float		below,
 				above;
 
 	if (lo < from)
 		lo = from;
-	if (lo > m - 1)
-		lo = m - 1;
 	select_rank(a + from, m - from, lo - from);
 	below = a[lo];
 	above = below;
@@ -300,23 +577,70 @@ percentile_select(float *a, size_t m, size_t from, double p, size_t *rank)
 				above = a[i];
 	}
 	*rank = lo;
-	return (double) below + t * ((double) above - (double) below);
+	return interpolate(below, above, t);
+}
+
+/*
+ * Percentiles plow and phigh of the finite values of data[0..n), of which
+ * m are finite (m > 0): by one edge_values pass when both ranks lie near
+ * the ends, else by quickselect on a copy.
+ */
+static WdcStatus
+percentile_pair(const WdcEnv *env, const float *data, size_t n, size_t m,
+				double plow, double phigh, double *vlow, double *vhigh)
+{
+	double		tl,
+				th;
+	size_t		rl = percentile_rank(m, plow, &tl),
+				rh = percentile_rank(m, phigh, &th),
+				nlow = 0,
+				nhigh = 0,
+				count,
+				rank;
+	float		low[EDGE_RANKS],
+				high[EDGE_RANKS],
+				below,
+				above;
+	float	   *finite;
+	WdcStatus	rc;
+
+	if (edge_plan(m, rl, &nlow, &nhigh) && edge_plan(m, rh, &nlow, &nhigh))
+	{
+		edge_values(data, n, low, nlow, high, nhigh);
+		edge_pair(m, rl, low, nlow, high, nhigh, &below, &above);
+		*vlow = interpolate(below, above, tl);
+		edge_pair(m, rh, low, nlow, high, nhigh, &below, &above);
+		*vhigh = interpolate(below, above, th);
+		return WDC_OK;
+	}
+	rc = copy_finite(env, data, n, &finite, &count);
+	if (rc != WDC_OK)
+		return rc;
+	/* the low selection leaves every higher rank after it */
+	*vlow = percentile_select(finite, count, 0, plow, &rank);
+	if (phigh == plow)
+		*vhigh = *vlow;
+	else
+		*vhigh = percentile_select(finite, count, plow < phigh ? rank : 0,
+								   phigh, &rank);
+	wdc_free(env, finite);
+	return WDC_OK;
 }
 
 WdcStatus
 wdc_percentile(const WdcEnv *env, const float *data, size_t n, double p,
 			   double *result)
 {
-	float	   *finite;
-	size_t		m,
-				rank;
-	WdcStatus	rc = copy_finite(env, data, n, &finite, &m);
+	size_t		m = 0;
 
-	if (rc != WDC_OK)
-		return rc;
-	*result = m ? percentile_select(finite, m, 0, p, &rank) : NAN;
-	wdc_free(env, finite);
-	return WDC_OK;
+	for (size_t i = 0; i < n; i++)
+		m += isfinite(data[i]) ? 1 : 0;
+	if (m == 0)
+	{
+		*result = NAN;
+		return WDC_OK;
+	}
+	return percentile_pair(env, data, n, m, p, p, result, result);
 }
 
 /*
@@ -450,23 +774,21 @@ wdc_image_resize(const WdcEnv *env, const WdcImage *in, size_t width,
 	return WDC_OK;
 }
 
-/* Minimum and maximum of the finite pixels; false when there are none. */
+/*
+ * Minimum and maximum of the finite pixels; false when there are none.
+ */
 static bool
 finite_range(const float *p, size_t n, double *lo, double *hi)
 {
-	bool		any = false;
+	float		a,
+				b;
 
-	for (size_t i = 0; i < n; i++)
-	{
-		if (!isfinite(p[i]))
-			continue;
-		if (!any || p[i] < *lo)
-			*lo = p[i];
-		if (!any || p[i] > *hi)
-			*hi = p[i];
-		any = true;
-	}
-	return any;
+	span_range(p, n, &a, &b);
+	if (a > b)
+		return false;
+	*lo = a;
+	*hi = b;
+	return true;
 }
 
 /*
@@ -553,36 +875,32 @@ wdc_preprocess_run(const WdcEnv *env, const WdcPreprocess *pp,
 	/* 3. Clip to percentiles. */
 	if (pp->clip_low > 0.0 || pp->clip_high < 100.0)
 	{
-		float	   *finite;
-		size_t		m,
-					rank;
+		size_t		m = n - count_nonfinite(p, n);
+		double		vlow,
+					vhigh;
 
-		rc = copy_finite(env, p, n, &finite, &m);
-		if (rc != WDC_OK)
-		{
-			wdc_image_free(env, out);
-			return rc;
-		}
 		if (m > 0)
 		{
-			/*
-			 * The low percentile's selection leaves every higher rank after
-			 * it, so the high one searches only that part.
-			 */
-			float		lo = (float) percentile_select(finite, m, 0,
-													   pp->clip_low, &rank);
-			float		hi = (float) percentile_select(finite, m, rank,
-													   pp->clip_high, &rank);
+			float		lo,
+						hi;
 
+			rc = percentile_pair(env, p, n, m, pp->clip_low, pp->clip_high,
+								 &vlow, &vhigh);
+			if (rc != WDC_OK)
+			{
+				wdc_image_free(env, out);
+				return rc;
+			}
+			lo = (float) vlow;
+			hi = (float) vhigh;
+			/* NaN compares false both ways and stays */
 			for (size_t i = 0; i < n; i++)
 			{
-				if (p[i] < lo)
-					p[i] = lo;
-				else if (p[i] > hi)
-					p[i] = hi;
+				float		v = p[i];
+
+				p[i] = v < lo ? lo : (v > hi ? hi : v);
 			}
 		}
-		wdc_free(env, finite);
 	}
 
 	/* 4. Stretch. */
@@ -607,10 +925,18 @@ wdc_preprocess_run(const WdcEnv *env, const WdcPreprocess *pp,
 		double		lo = 0,
 					hi = 0;
 
-		if (finite_range(p, n, &lo, &hi))
+		if (!finite_range(p, n, &lo, &hi))
+			;					/* no finite pixel: nothing to scale */
+		else if (hi > lo)
+		{
+			double		range = hi - lo;
+
 			for (size_t i = 0; i < n; i++)
-				p[i] = hi > lo ? (float) (((double) p[i] - lo) / (hi - lo)) :
-					(isnan(p[i]) ? p[i] : 0.0f);
+				p[i] = (float) (((double) p[i] - lo) / range);
+		}
+		else
+			for (size_t i = 0; i < n; i++)
+				p[i] = isnan(p[i]) ? p[i] : 0.0f;
 	}
 	else if (pp->normalize == WDC_NORMALIZE_ZSCORE)
 	{

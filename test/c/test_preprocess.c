@@ -221,8 +221,9 @@ sorted_percentile(const float *data, size_t n, double p)
 static void
 test_percentile_selection(void)
 {
-	static const size_t sizes[] = {1, 2, 3, 16, 17, 100, 1024, 4099};
-	static const double ps[] = {0, 0.5, 1, 25, 50, 75, 99, 99.5, 100};
+	static const size_t sizes[] = {1, 2, 3, 16, 17, 100, 1024, 1025, 2055, 4099};
+	/* 2.2 and 97.8 of 1,024 values sit on the edge-selection limit */
+	static const double ps[] = {0, 0.5, 1, 2.2, 25, 50, 75, 97.8, 99, 99.5, 100};
 	const char *const patterns[] = {"random", "few values", "sorted", "reversed",
 	"constant", "organ pipe", "sawtooth", "nan and inf"};
 	unsigned	seed = 12345;
@@ -327,9 +328,9 @@ test_percentile_selection(void)
 			free(a);
 		}
 	wdc_test_case("percentile by selection equals the sorted value "
-				  "(576 cases)", bad == 0 && checked == 576, why);
+				  "(880 cases)", bad == 0 && checked == 880, why);
 	wdc_test_case("two-sided clip by selection equals a clip by sorting "
-				  "(512 cases)", clip_bad == 0 && clips == 512, why);
+				  "(800 cases)", clip_bad == 0 && clips == 800, why);
 }
 
 /* The NaN fill also replaces infinities, from the finite pixels only. */
