@@ -6,7 +6,9 @@
 #                   and wdc.encode(model, img), which resolves the current
 #                   version;
 #   - SQL batched:  wdc.encode_batch over groups of B cutouts (array_agg),
-#                   for B in BATCHES;
+#                   for B in BATCHES, with JIT on (the default) and off;
+#   - SQL backfill: CALL wdc.backfill over all N rows (batches of 256,
+#                   latents written);
 #   - C:            wdc's runtime called directly (bench/encode_bench.c),
 #                   preprocess + batch 1, batch 1, batch 64;
 #   - PyTorch 1.13: the same ONNX graph rebuilt as torch modules
@@ -55,10 +57,13 @@ echo "# $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
 # --- C driver on the runtime, without PostgreSQL
 mkdir -p build/bench
 [ -f build/onnx/onnx.pb-c.c ] || make build/onnx/onnx.pb-c.c >/dev/null
+# preprocess.c with the extension's flag for it (see the Makefile)
+gcc -O2 -ftree-vectorize -std=gnu11 -Isrc -c -o build/bench/preprocess.o \
+	src/fits/preprocess.c
 gcc -O2 -std=gnu11 -Wall -Wno-unused-parameter -Isrc -Ibuild/onnx \
-	-o build/bench/encode_bench bench/encode_bench.c \
-	src/core/*.c src/nn/*.c src/fits/*.c build/onnx/onnx.pb-c.c \
-	-lopenblas -lcfitsio -lwcs -lprotobuf-c -lpng16 -lz -lm
+	-o build/bench/encode_bench bench/encode_bench.c build/bench/preprocess.o \
+	src/core/*.c src/nn/*.c $(ls src/fits/*.c | grep -v '/preprocess\.c$') \
+	build/onnx/onnx.pb-c.c -lopenblas -lcfitsio -lwcs -lprotobuf-c -lpng16 -lz -lm
 OPENBLAS_NUM_THREADS=1 build/bench/encode_bench "$encoder" "$data/raw.f32" "$N" "$REPEAT" $preprocessing
 
 # --- PyTorch on the preprocessed arrays the C driver made from the same cutouts
@@ -87,10 +92,12 @@ SQL
 version=$(psql_q -c "SELECT version FROM wdc.models WHERE name = 'eb_vae'")
 
 # Time one statement in the server (clock_timestamp around EXECUTE), best
-# of REPEAT runs, and print "label images/s seconds result".
+# of REPEAT runs, and print "label images/s seconds result".  Settings in
+# $SQL_SETTINGS (for example "SET jit = off;") run first.
 time_sql() {
 	psql_q <<-SQL
 	SET max_parallel_workers_per_gather = 0;
+	${SQL_SETTINGS:-}
 	DO \$\$
 	DECLARE
 		t0 timestamptz;
@@ -113,14 +120,39 @@ time_sql sql_per_row \
 	"SELECT count(wdc.encode('eb_vae', $version, img))::text FROM eb_cutouts" 2>&1 | sed 's/^NOTICE:  //'
 time_sql sql_per_row_current \
 	"SELECT count(wdc.encode('eb_vae', img))::text FROM eb_cutouts" 2>&1 | sed 's/^NOTICE:  //'
+# The planner expects one group per row here (N calls of encode_batch at
+# its declared COST), so the statement's estimate passes jit_optimize_above_cost
+# and JIT compiles it with inlining and optimization first; the _jit_off lines
+# show the same statements without that fixed cost.
 for b in $BATCHES; do
 	time_sql "sql_array_agg_$b" \
 		"SELECT sum(cardinality(imgs))::text FROM (SELECT array_agg(img ORDER BY id) AS imgs FROM eb_cutouts GROUP BY (id - 1) / $b) g" \
 		2>&1 | sed 's/^NOTICE:  //'
-	time_sql "sql_batch_$b" \
-		"SELECT sum(cardinality(wdc.encode_batch('eb_vae', $version, imgs)))::text FROM (SELECT array_agg(img ORDER BY id) AS imgs FROM eb_cutouts GROUP BY (id - 1) / $b) g" \
-		2>&1 | sed 's/^NOTICE:  //'
+	for jit in on off; do
+		label="sql_batch_$b"
+		[ "$jit" = off ] && label="${label}_jit_off"
+		SQL_SETTINGS="SET jit = $jit;" time_sql "$label" \
+			"SELECT sum(cardinality(wdc.encode_batch('eb_vae', $version, imgs)))::text FROM (SELECT array_agg(img ORDER BY id) AS imgs FROM eb_cutouts GROUP BY (id - 1) / $b) g" \
+			2>&1 | sed 's/^NOTICE:  //'
+	done
 done
+
+# wdc.backfill, the batched path of a catalog (default batch_size 256): it
+# encodes every row into eb_cutouts.z and commits per batch, so its time
+# includes writing the latents.  Best of REPEAT runs, each on NULL latents.
+psql_q -c "ALTER TABLE eb_cutouts ADD COLUMN z latent"
+best=""
+for k in $(seq "$REPEAT"); do
+	psql_q -c "UPDATE eb_cutouts SET z = NULL" -c "VACUUM eb_cutouts"
+	ms=$(psql -X -q -v ON_ERROR_STOP=1 \
+		-c "SET client_min_messages = warning" -c '\timing on' \
+		-c "CALL wdc.backfill('eb_cutouts', 'img', 'z', 'eb_vae', '{\"version\": $version}')" |
+		sed -n 's/^Time: \([0-9.]*\) ms.*/\1/p' | tail -1)
+	best=$(awk -v a="$ms" -v b="$best" 'BEGIN { print (b == "" || a < b) ? a : b }')
+done
+encoded=$(psql_q -c "SELECT count(z) FROM eb_cutouts")
+awk -v ms="$best" -v n="$N" -v e="$encoded" \
+	'BEGIN { printf "sql_backfill %d %.3f %d\n", n / (ms / 1000), ms / 1000, e }'
 
 # The per-row and batched latents agree (sum of all elements, and the
 # largest elementwise difference).
