@@ -14,30 +14,62 @@
  *		write the pages with the lists translated to TIDs, and WAL-log them
  *		all at once (log_newpage_range) when the index is logged.
  *
- * When the graph outgrows maintenance_work_mem, stage 2 and 3 run on what
+ * The graph lives in one area: an element is a BuildElement header followed
+ * by its vector and its neighbour slots, found through an offset table, so
+ * the same code runs on a private area or on one in dynamic shared memory.
+ *
+ * Parallel build: when PostgreSQL grants parallel maintenance workers (as
+ * it would for a B-tree on this table) and the column has a fixed
+ * dimension, stage 1 runs in the leader and the workers over a parallel
+ * table scan, all inserting into one graph in dynamic shared memory.  Each
+ * element's lists are guarded by its own LWLock and the entry point by
+ * another; vectors never change once written.  Stages 2 and 3 run in the
+ * leader after the workers have finished, because parallel workers cannot
+ * write.  Which worker inserts which row varies, so a parallel build is
+ * not reproducible the way a serial one is.
+ *
+ * When the graph outgrows maintenance_work_mem, stages 2 and 3 run on what
  * is there, a NOTICE says so, and the remaining rows go through the
- * ordinary on-disk insert path, which is several times slower.
+ * ordinary on-disk insert path, which is several times slower.  A parallel
+ * build that runs out stops adding to the graph, finishes the scan, writes
+ * the graph, and then scans the table again for the rows it left out.
  */
 #include "postgres.h"
 
 #include <math.h>
 
+#include "access/parallel.h"
+#include "access/relscan.h"
+#include "access/table.h"
 #include "access/tableam.h"
+#include "access/xact.h"
 #include "access/xloginsert.h"
+#include "catalog/index.h"
 #include "commands/progress.h"
 #include "miscadmin.h"
+#include "optimizer/optimizer.h"
+#include "optimizer/plancat.h"
 #include "pgstat.h"
+#include "port/atomics.h"
 #include "storage/bufmgr.h"
+#include "storage/lwlock.h"
+#include "storage/spin.h"
+#include "tcop/tcopprot.h"
 #include "utils/memutils.h"
 #include "utils/rel.h"
+#include "utils/snapmgr.h"
 
 #include "hnsw/hnsw.h"
 
-/* An element of the in-memory graph */
+/*
+ * An element of the in-memory graph.  Its vector (dims floats, unit length
+ * for cosine) and then its HnswSlotCount(m, level) neighbour slots (element
+ * indexes, -1 = empty) follow the header in memory (ElementVec,
+ * ElementSlots).
+ */
 typedef struct BuildElement
 {
-	float	   *vec;			/* dims floats, unit length for cosine */
-	int32	   *slots;			/* HnswSlotCount(m, level); -1 = empty */
+	LWLock		lock;			/* parallel builds: guards slots and heap TIDs */
 	uint8		level;
 	uint8		nheaptids;
 	uint32		fingerprint;
@@ -45,6 +77,45 @@ typedef struct BuildElement
 	ItemPointerData tid;		/* element tuple, set by the layout */
 	ItemPointerData ntid;		/* neighbour tuple, or invalid when inline */
 } BuildElement;
+
+#define ElementVec(e)	((float *) ((char *) (e) + MAXALIGN(sizeof(BuildElement))))
+#define ElementSlots(bs, e) ((int32 *) (ElementVec(e) + (bs)->dims))
+
+/*
+ * State of a parallel build in dynamic shared memory, followed by the
+ * parallel table scan (HNSW_SHARED_KEY).  The graph area is a second chunk
+ * (HNSW_AREA_KEY): the offset table of maxelements entries, then elements.
+ */
+typedef struct HnswShared
+{
+	Oid			heaprelid;
+	Oid			indexrelid;
+	bool		isconcurrent;
+	int			dims;
+	int			lwtranche;		/* of the element and entry locks */
+
+	LWLock		entryLock;		/* guards entry and entryLevel */
+	int32		entry;
+	int			entryLevel;
+
+	Size		areaSize;		/* bytes for elements after the offset table */
+	uint32		maxelements;	/* entries of the offset table */
+	pg_atomic_uint64 areaUsed;	/* bytes handed out, may pass areaSize */
+	pg_atomic_uint32 nelements;
+	pg_atomic_uint32 full;		/* 1 once an element did not fit */
+	pg_atomic_uint64 tuplesDone;	/* rows indexed, for progress */
+
+	slock_t		mutex;			/* guards the totals below */
+	double		reltuples;		/* heap rows seen by finished participants */
+	double		indtuples;		/* rows they put into the graph */
+} HnswShared;
+
+#define HNSW_SHARED_KEY		UINT64CONST(0xA5A5000000000001)
+#define HNSW_AREA_KEY		UINT64CONST(0xA5A5000000000002)
+#define HNSW_QUERY_KEY		UINT64CONST(0xA5A5000000000003)
+
+#define ParallelTableScanFromShared(shared) \
+	((ParallelTableScanDesc) ((char *) (shared) + BUFFERALIGN(sizeof(HnswShared))))
 
 /* A (distance, element) pair in the search heaps */
 typedef struct BuildPair
@@ -71,17 +142,28 @@ typedef struct HnswBuildState
 	int			m;
 	int			efConstruction;
 
-	MemoryContext graphcxt;		/* the in-memory graph */
+	MemoryContext graphcxt;		/* a private graph area */
 	MemoryContext tmpcxt;		/* reset after every row */
-	BuildElement *elements;
+
+	/*
+	 * The graph: element idx is at base + offsets[idx].  A private area
+	 * grows by reallocation up to memoryLimit; a shared one (shared set)
+	 * has a fixed size, and its counters live in shared.
+	 */
+	char	   *base;
+	uint64	   *offsets;
+	Size		areaSize;
+	Size		areaUsed;
 	int			nelements;
 	int			maxelements;
 	int			entry;			/* element index, -1 when empty */
 	int			entryLevel;
-	char	   *arena;			/* bump allocator for vectors and lists */
-	Size		arenaFree;
 	Size		memoryUsed;
 	Size		memoryLimit;
+	HnswShared *shared;			/* parallel build, else NULL */
+	bool		leftOut;		/* parallel: rows were left out of a full graph */
+	double		estimatedRows;	/* parallel: rows the area was sized for, or -1
+								 * when maintenance_work_mem set its size */
 	bool		onDisk;			/* graph written; rows go to HnswInsertVector */
 
 	/* Search scratch, sized for the largest need */
@@ -91,6 +173,11 @@ typedef struct HnswBuildState
 	BuildHeap	result;
 	BuildPair  *found;
 	float	   *vecbuf;
+	int32	   *listbuf;		/* a copy of one neighbour list */
+
+	/* second pass after a full parallel build: heap TIDs in the graph */
+	ItemPointerData *graphTids;
+	int64		ngraphTids;
 
 	double		indtuples;
 } HnswBuildState;
@@ -156,38 +243,153 @@ HeapPop(BuildHeap *h)
 	return top;
 }
 
-/* Allocate from the graph arena; memory is counted in memoryUsed */
-static void *
-ArenaAlloc(HnswBuildState *bs, Size size)
+static inline BuildElement *
+ElementAt(const HnswBuildState *bs, int32 idx)
 {
-	void	   *p;
+	return (BuildElement *) (bs->base + bs->offsets[idx]);
+}
 
-	size = MAXALIGN(size);
-	if (size > bs->arenaFree)
+/* Bytes of an element of level: header, vector and slots */
+static inline Size
+ElementSize(const HnswBuildState *bs, int level)
+{
+	return MAXALIGN(sizeof(BuildElement)) +
+		MAXALIGN(sizeof(float) * bs->dims + sizeof(int32) * HnswSlotCount(bs->m, level));
+}
+
+/* Element locks are taken only when other processes share the graph */
+static inline void
+LockElement(const HnswBuildState *bs, BuildElement *e, LWLockMode mode)
+{
+	if (bs->shared)
+		LWLockAcquire(&e->lock, mode);
+}
+
+static inline void
+UnlockElement(const HnswBuildState *bs, BuildElement *e)
+{
+	if (bs->shared)
+		LWLockRelease(&e->lock);
+}
+
+/* Number of elements; in a parallel build a snapshot of a growing count */
+static inline int
+ElementCount(const HnswBuildState *bs)
+{
+	return bs->shared ? (int) pg_atomic_read_u32(&bs->shared->nelements) :
+		bs->nelements;
+}
+
+/* The entry point and its level, under the entry lock when shared */
+static void
+GetEntry(HnswBuildState *bs, int32 *entry, int *level)
+{
+	if (bs->shared)
 	{
-		Size		chunk = Max(size, (Size) 1024 * 1024);
-
-		bs->arena = MemoryContextAlloc(bs->graphcxt, chunk);
-		bs->arenaFree = chunk;
-		bs->memoryUsed += chunk;
+		LWLockAcquire(&bs->shared->entryLock, LW_SHARED);
+		*entry = bs->shared->entry;
+		*level = bs->shared->entryLevel;
+		LWLockRelease(&bs->shared->entryLock);
 	}
-	p = bs->arena;
-	bs->arena += size;
-	bs->arenaFree -= size;
-	return p;
+	else
+	{
+		*entry = bs->entry;
+		*level = bs->entryLevel;
+	}
+}
+
+/*
+ * Make room for a new element of level and return its index, or -1 when
+ * the graph is full.  The element's memory is not yet initialized.  A
+ * private area doubles until maintenance_work_mem; a shared one is fixed.
+ */
+static int32
+AllocElement(HnswBuildState *bs, int level)
+{
+	Size		size = ElementSize(bs, level);
+	int32		idx;
+
+	if (bs->shared)
+	{
+		HnswShared *shared = bs->shared;
+		uint64		off;
+
+		if (pg_atomic_read_u32(&shared->full))
+			return -1;
+		off = pg_atomic_fetch_add_u64(&shared->areaUsed, size);
+		if (off + size > shared->areaSize)
+		{
+			pg_atomic_write_u32(&shared->full, 1);
+			return -1;
+		}
+		/* each element takes at least the smallest size, so idx fits */
+		idx = (int32) pg_atomic_fetch_add_u32(&shared->nelements, 1);
+		if ((uint32) idx >= shared->maxelements)
+			elog(ERROR, "wdc_hnsw parallel build ran past its offset table");
+		bs->offsets[idx] = off;
+		return idx;
+	}
+
+	if (bs->areaUsed + size > bs->areaSize)
+	{
+		Size		grown = Max(bs->areaSize * 2, bs->areaUsed + size);
+
+		if (bs->memoryUsed - bs->areaSize + grown > bs->memoryLimit)
+			grown = bs->memoryLimit - (bs->memoryUsed - bs->areaSize);
+		if (grown < bs->areaUsed + size || grown <= bs->areaSize)
+			return -1;
+		bs->base = repalloc_huge(bs->base, grown);
+		bs->memoryUsed += grown - bs->areaSize;
+		bs->areaSize = grown;
+	}
+	if (bs->nelements == bs->maxelements)
+	{
+		Size		more = sizeof(uint64) + sizeof(uint32);
+
+		if (bs->memoryUsed + more * bs->maxelements > bs->memoryLimit)
+			return -1;
+		bs->maxelements *= 2;
+		bs->offsets = repalloc_huge(bs->offsets, sizeof(uint64) * bs->maxelements);
+		bs->visited = repalloc_huge(bs->visited, sizeof(uint32) * bs->maxelements);
+		memset(bs->visited + bs->nelements, 0,
+			   sizeof(uint32) * (bs->maxelements - bs->nelements));
+		bs->memoryUsed += more * (bs->maxelements / 2);
+	}
+	idx = bs->nelements++;
+	bs->offsets[idx] = bs->areaUsed;
+	bs->areaUsed += size;
+	return idx;
 }
 
 /* Number of used slots of an element's list at level lc */
 static int
 ListLength(const HnswBuildState *bs, const BuildElement *e, int lc)
 {
-	const int32 *list = e->slots + HnswLevelStart(bs->m, lc);
+	const int32 *list = ElementSlots(bs, e) + HnswLevelStart(bs->m, lc);
 	int			capacity = HnswLevelCapacity(bs->m, lc);
 	int			n = 0;
 
 	while (n < capacity && list[n] >= 0)
 		n++;
 	return n;
+}
+
+/*
+ * Copy e's level-lc list into bs->listbuf and return its length.  Other
+ * participants of a parallel build may change the list at any time, so it
+ * is read under the element's lock.
+ */
+static int
+CopyList(HnswBuildState *bs, BuildElement *e, int lc)
+{
+	int			len;
+
+	LockElement(bs, e, LW_SHARED);
+	len = ListLength(bs, e, lc);
+	memcpy(bs->listbuf, ElementSlots(bs, e) + HnswLevelStart(bs->m, lc),
+		   sizeof(int32) * len);
+	UnlockElement(bs, e);
+	return len;
 }
 
 /*
@@ -218,7 +420,7 @@ SearchLevel(HnswBuildState *bs, const float *q, const int32 *seeds, int nseeds,
 		if (bs->visited[seeds[i]] == bs->stamp)
 			continue;
 		bs->visited[seeds[i]] = bs->stamp;
-		d = HnswDistance(bs->metric, q, bs->elements[seeds[i]].vec, bs->dims);
+		d = HnswDistance(bs->metric, q, ElementVec(ElementAt(bs, seeds[i])), bs->dims);
 		HeapPush(cand, d, seeds[i]);
 		HeapPush(res, d, seeds[i]);
 		if (res->n > ef)
@@ -228,25 +430,23 @@ SearchLevel(HnswBuildState *bs, const float *q, const int32 *seeds, int nseeds,
 	while (cand->n > 0)
 	{
 		BuildPair	c = HeapPop(cand);
-		BuildElement *e = &bs->elements[c.element];
-		const int32 *list;
+		BuildElement *e = ElementAt(bs, c.element);
 		int			len;
 
 		if (res->n >= ef && c.distance > res->pairs[0].distance)
 			break;
 		if (e->level < lc)
 			continue;
-		list = e->slots + HnswLevelStart(bs->m, lc);
-		len = ListLength(bs, e, lc);
+		len = CopyList(bs, e, lc);
 		for (int i = 0; i < len; i++)
 		{
-			int32		nb = list[i];
+			int32		nb = bs->listbuf[i];
 			double		d;
 
 			if (bs->visited[nb] == bs->stamp)
 				continue;
 			bs->visited[nb] = bs->stamp;
-			d = HnswDistance(bs->metric, q, bs->elements[nb].vec, bs->dims);
+			d = HnswDistance(bs->metric, q, ElementVec(ElementAt(bs, nb)), bs->dims);
 			if (res->n < ef || d < res->pairs[0].distance)
 			{
 				HeapPush(cand, d, nb);
@@ -263,14 +463,17 @@ SearchLevel(HnswBuildState *bs, const float *q, const int32 *seeds, int nseeds,
 	return n;
 }
 
-/* Add element idx to e's level-lc list, pruning with the heuristic when full */
+/*
+ * Add element idx to target's level-lc list, pruning with the heuristic
+ * when full.  Holds target's lock throughout in a parallel build.
+ */
 static void
 ConnectBack(HnswBuildState *bs, int32 target, int32 idx, double distance, int lc)
 {
-	BuildElement *e = &bs->elements[target];
-	int32	   *list = e->slots + HnswLevelStart(bs->m, lc);
+	BuildElement *e = ElementAt(bs, target);
+	int32	   *list = ElementSlots(bs, e) + HnswLevelStart(bs->m, lc);
 	int			capacity = HnswLevelCapacity(bs->m, lc);
-	int			len = ListLength(bs, e, lc);
+	int			len;
 	BuildPair  *pairs;
 	const float **vectors;
 	double	   *distances;
@@ -278,9 +481,12 @@ ConnectBack(HnswBuildState *bs, int32 target, int32 idx, double distance, int lc
 	int			n = 0;
 	int			nselected;
 
+	LockElement(bs, e, LW_EXCLUSIVE);
+	len = ListLength(bs, e, lc);
 	if (len < capacity)
 	{
 		list[len] = idx;
+		UnlockElement(bs, e);
 		return;
 	}
 
@@ -293,7 +499,8 @@ ConnectBack(HnswBuildState *bs, int32 target, int32 idx, double distance, int lc
 	{
 		int32		el = i < capacity ? list[i] : idx;
 		double		d = i < capacity ?
-			HnswDistance(bs->metric, e->vec, bs->elements[el].vec, bs->dims) : distance;
+			HnswDistance(bs->metric, ElementVec(e), ElementVec(ElementAt(bs, el)),
+						 bs->dims) : distance;
 		int			j = n;
 
 		/*
@@ -313,33 +520,42 @@ ConnectBack(HnswBuildState *bs, int32 target, int32 idx, double distance, int lc
 	}
 	for (int i = 0; i < n; i++)
 	{
-		vectors[i] = bs->elements[pairs[i].element].vec;
+		vectors[i] = ElementVec(ElementAt(bs, pairs[i].element));
 		distances[i] = pairs[i].distance;
 	}
 	nselected = HnswSelectNeighbors(bs->metric, bs->dims, vectors, distances, n,
 									capacity, selected);
 	for (int i = 0; i < capacity; i++)
 		list[i] = i < nselected ? pairs[selected[i]].element : -1;
+	UnlockElement(bs, e);
 }
 
-/* Insert a prepared vector into the in-memory graph */
-static void
+/*
+ * Insert a prepared vector into the in-memory graph.  Returns false, with
+ * the graph unchanged, when it has no room for another element.
+ */
+static bool
 BuildInsert(HnswBuildState *bs, const float *vec, uint32 fingerprint, ItemPointer heaptid)
 {
 	int			level = HnswElementLevel(bs->m, heaptid);
-	int			top = Min(level, bs->entryLevel);
-	int32		idx = bs->nelements;
-	int32		entry = bs->entry;
+	int32		entry;
+	int			entryLevel;
+	int			top;
+	int32		idx;
 	int32	   *seeds = palloc(sizeof(int32) * bs->efConstruction);
 	int			nseeds = 0;
 	int32	  **chosen = palloc0(sizeof(int32 *) * (level + 1));
 	double	  **chosenDistance = palloc0(sizeof(double *) * (level + 1));
 	int		   *nchosen = palloc0(sizeof(int) * (level + 1));
 	BuildElement *e;
+	int32	   *slots;
 	int			nslots = HnswSlotCount(bs->m, level);
 
+	GetEntry(bs, &entry, &entryLevel);
+	top = Min(level, entryLevel);
+
 	/* Descend to the new element's level; see HnswSearchDescend for the beam */
-	for (int lc = bs->entryLevel; lc > level && entry >= 0; lc--)
+	for (int lc = entryLevel; lc > level && entry >= 0; lc--)
 	{
 		if (SearchLevel(bs, vec, &entry, 1, HNSW_INSERT_DESCENT_EF, lc) > 0)
 			entry = bs->found[0].element;
@@ -360,20 +576,25 @@ BuildInsert(HnswBuildState *bs, const float *vec, uint32 fingerprint, ItemPointe
 		/* An identical vector joins its twin */
 		if (lc == 0 && nfound > 0)
 		{
-			BuildElement *twin = &bs->elements[bs->found[0].element];
+			BuildElement *twin = ElementAt(bs, bs->found[0].element);
+			bool		joined = false;
 
+			LockElement(bs, twin, LW_EXCLUSIVE);
 			if (twin->nheaptids < HNSW_HEAPTIDS && twin->fingerprint == fingerprint &&
-				memcmp(twin->vec, vec, sizeof(float) * bs->dims) == 0)
+				memcmp(ElementVec(twin), vec, sizeof(float) * bs->dims) == 0)
 			{
 				twin->heaptids[twin->nheaptids++] = *heaptid;
-				return;
+				joined = true;
 			}
+			UnlockElement(bs, twin);
+			if (joined)
+				return true;
 		}
 
 		for (int i = 0; i < nfound; i++)
 		{
 			seeds[i] = bs->found[i].element;
-			vectors[i] = bs->elements[seeds[i]].vec;
+			vectors[i] = ElementVec(ElementAt(bs, seeds[i]));
 			distances[i] = bs->found[i].distance;
 		}
 		nseeds = nfound;
@@ -389,52 +610,57 @@ BuildInsert(HnswBuildState *bs, const float *vec, uint32 fingerprint, ItemPointe
 		nchosen[lc] = nselected;
 	}
 
-	/* Add the element */
-	if (bs->nelements == bs->maxelements)
-	{
-		bs->maxelements *= 2;
-		bs->elements = repalloc_huge(bs->elements, sizeof(BuildElement) * bs->maxelements);
-		bs->visited = repalloc_huge(bs->visited, sizeof(uint32) * bs->maxelements);
-		memset(bs->visited + bs->nelements, 0,
-			   sizeof(uint32) * (bs->maxelements - bs->nelements));
-		bs->memoryUsed += (sizeof(BuildElement) + sizeof(uint32)) * (bs->maxelements / 2);
-	}
-	e = &bs->elements[idx];
+	/* Add the element, complete before any edge leads to it */
+	idx = AllocElement(bs, level);
+	if (idx < 0)
+		return false;
+	e = ElementAt(bs, idx);
 	memset(e, 0, sizeof(BuildElement));
-	e->vec = ArenaAlloc(bs, sizeof(float) * bs->dims);
-	memcpy(e->vec, vec, sizeof(float) * bs->dims);
-	e->slots = ArenaAlloc(bs, sizeof(int32) * nslots);
+	if (bs->shared)
+		LWLockInitialize(&e->lock, bs->shared->lwtranche);
+	memcpy(ElementVec(e), vec, sizeof(float) * bs->dims);
+	slots = ElementSlots(bs, e);
 	for (int i = 0; i < nslots; i++)
-		e->slots[i] = -1;
+		slots[i] = -1;
 	e->level = level;
 	e->fingerprint = fingerprint;
 	e->heaptids[0] = *heaptid;
 	e->nheaptids = 1;
-	bs->nelements++;
-
-	/* Edges both ways */
 	for (int lc = 0; lc <= level; lc++)
-	{
 		for (int i = 0; i < nchosen[lc]; i++)
-		{
-			e->slots[HnswLevelStart(bs->m, lc) + i] = chosen[lc][i];
-			ConnectBack(bs, chosen[lc][i], idx, chosenDistance[lc][i], lc);
-		}
-	}
+			slots[HnswLevelStart(bs->m, lc) + i] = chosen[lc][i];
 
-	if (bs->entry < 0 || level > bs->entryLevel)
+	/* Edges back */
+	for (int lc = 0; lc <= level; lc++)
+		for (int i = 0; i < nchosen[lc]; i++)
+			ConnectBack(bs, chosen[lc][i], idx, chosenDistance[lc][i], lc);
+
+	if (bs->shared)
+	{
+		HnswShared *shared = bs->shared;
+
+		LWLockAcquire(&shared->entryLock, LW_EXCLUSIVE);
+		if (shared->entry < 0 || level > shared->entryLevel)
+		{
+			shared->entry = idx;
+			shared->entryLevel = level;
+		}
+		LWLockRelease(&shared->entryLock);
+	}
+	else if (bs->entry < 0 || level > bs->entryLevel)
 	{
 		bs->entry = idx;
 		bs->entryLevel = level;
 	}
+	return true;
 }
 
 /* Whether element target's level-lc list contains idx */
 static bool
 ListContainsElement(const HnswBuildState *bs, int32 target, int32 idx, int lc)
 {
-	const BuildElement *e = &bs->elements[target];
-	const int32 *list = e->slots + HnswLevelStart(bs->m, lc);
+	const BuildElement *e = ElementAt(bs, target);
+	const int32 *list = ElementSlots(bs, e) + HnswLevelStart(bs->m, lc);
 	int			len = ListLength(bs, e, lc);
 
 	for (int i = 0; i < len; i++)
@@ -467,8 +693,8 @@ RelinkWeakElements(HnswBuildState *bs)
 
 	for (int32 idx = 0; idx < bs->nelements; idx++)
 	{
-		BuildElement *e = &bs->elements[idx];
-		int32	   *list = e->slots;
+		BuildElement *e = ElementAt(bs, idx);
+		int32	   *list = ElementSlots(bs, e);
 		int			len = ListLength(bs, e, 0);
 		int32		entry = bs->entry;
 		int			nfound;
@@ -480,17 +706,17 @@ RelinkWeakElements(HnswBuildState *bs)
 
 		for (int lc = bs->entryLevel; lc > 0; lc--)
 		{
-			if (SearchLevel(bs, e->vec, &entry, 1, HNSW_INSERT_DESCENT_EF, lc) > 0)
+			if (SearchLevel(bs, ElementVec(e), &entry, 1, HNSW_INSERT_DESCENT_EF, lc) > 0)
 				entry = bs->found[0].element;
 		}
-		nfound = SearchLevel(bs, e->vec, &entry, 1, bs->efConstruction, 0);
+		nfound = SearchLevel(bs, ElementVec(e), &entry, 1, bs->efConstruction, 0);
 
 		/* Candidates: what the search found and the current list, by distance */
 		for (int i = 0; i < nfound + len; i++)
 		{
 			int32		el = i < nfound ? bs->found[i].element : list[i - nfound];
 			double		d = i < nfound ? bs->found[i].distance :
-				HnswDistance(bs->metric, e->vec, bs->elements[el].vec, bs->dims);
+				HnswDistance(bs->metric, ElementVec(e), ElementVec(ElementAt(bs, el)), bs->dims);
 			bool		dup = (el == idx);
 			int			j;
 
@@ -509,7 +735,7 @@ RelinkWeakElements(HnswBuildState *bs)
 			distances[j] = d;
 		}
 		for (int i = 0; i < n; i++)
-			vectors[i] = bs->elements[elements[i]].vec;
+			vectors[i] = ElementVec(ElementAt(bs, elements[i]));
 		nselected = HnswSelectNeighbors(bs->metric, bs->dims, vectors, distances, n,
 										capacity, selected);
 		for (int i = 0; i < capacity; i++)
@@ -608,12 +834,12 @@ BreadthFirstOrder(HnswBuildState *bs)
 		}
 		while (head < tail)
 		{
-			BuildElement *e = &bs->elements[order[head++]];
+			BuildElement *e = ElementAt(bs, order[head++]);
 			int			len = ListLength(bs, e, 0);
 
 			for (int i = 0; i < len; i++)
 			{
-				int32		nb = e->slots[i];
+				int32		nb = ElementSlots(bs, e)[i];
 
 				if (!seen[nb])
 				{
@@ -635,8 +861,8 @@ FillSlots(HnswBuildState *bs, BuildElement *e, ItemPointer slots)
 
 	for (int i = 0; i < nslots; i++)
 	{
-		if (e->slots[i] >= 0)
-			slots[i] = bs->elements[e->slots[i]].tid;
+		if (ElementSlots(bs, e)[i] >= 0)
+			slots[i] = ElementAt(bs, ElementSlots(bs, e)[i])->tid;
 		else
 			ItemPointerSetInvalid(&slots[i]);
 	}
@@ -683,7 +909,7 @@ WriteGraph(HnswBuildState *bs)
 	LayoutNewPage(&cur);
 	for (int i = 0; i < bs->nelements; i++)
 	{
-		BuildElement *e = &bs->elements[order[i]];
+		BuildElement *e = ElementAt(bs, order[i]);
 		bool		isinline = HnswNeighborsFitInline(bs->dims, bs->m, e->level);
 
 		e->tid = LayoutPlace(&cur, HnswElementTupleSize(bs->dims, bs->m, e->level, isinline));
@@ -698,11 +924,11 @@ WriteGraph(HnswBuildState *bs)
 	HnswInitPage(image);
 	for (int i = 0; i < bs->nelements; i++)
 	{
-		BuildElement *e = &bs->elements[order[i]];
+		BuildElement *e = ElementAt(bs, order[i]);
 		bool		isinline = !ItemPointerIsValid(&e->ntid);
 		Size		esize;
 		HnswElementTuple etup = HnswFormElement(bs->dims, bs->m, e->level, isinline,
-												e->vec, e->fingerprint, &esize);
+												ElementVec(e), e->fingerprint, &esize);
 
 		memcpy(etup->heaptids, e->heaptids, sizeof(e->heaptids));
 		etup->nheaptids = e->nheaptids;
@@ -738,7 +964,7 @@ WriteGraph(HnswBuildState *bs)
 	meta->dims = bs->dims;
 	if (bs->entry >= 0)
 	{
-		meta->entryTid = bs->elements[bs->entry].tid;
+		meta->entryTid = ElementAt(bs, bs->entry)->tid;
 		meta->entryLevel = bs->entryLevel;
 	}
 	meta->insertPage = lastBlock;
@@ -761,49 +987,437 @@ SwitchToOnDisk(HnswBuildState *bs)
 			 errhint("Increase maintenance_work_mem to build the graph in memory.")));
 	WriteGraph(bs);
 	MemoryContextReset(bs->graphcxt);
-	bs->elements = NULL;
+	bs->base = NULL;
+	bs->offsets = NULL;
 	bs->nelements = 0;
 	bs->onDisk = true;
 	pgstat_progress_update_param(PROGRESS_CREATEIDX_SUBPHASE, HNSW_PHASE_LOAD);
 }
 
-/* Table scan callback: index one heap row */
+/*
+ * Read a row's value into bs->vecbuf; false when it is not indexed (NULL,
+ * or a zero vector under cosine).  Checks the dimension.
+ */
+static bool
+PrepareRow(HnswBuildState *bs, Relation index, Datum value, uint32 *fingerprint)
+{
+	int			dims;
+
+	if (!HnswPrepareValue(index, bs->metric, value, bs->vecbuf, &dims, fingerprint))
+		return false;
+	if (bs->dims == 0)
+		bs->dims = dims;
+	else if (dims != bs->dims)
+		ereport(ERROR,
+				(errcode(ERRCODE_DATA_EXCEPTION),
+				 errmsg("latent has %d dimensions, index \"%s\" expects %d",
+						dims, RelationGetRelationName(index), bs->dims)));
+	return true;
+}
+
+/* Table scan callback of a serial build: index one heap row */
 static void
 BuildCallback(Relation index, ItemPointer tid, Datum *values, bool *isnull,
 			  bool tupleIsAlive, void *state)
 {
 	HnswBuildState *bs = (HnswBuildState *) state;
 	MemoryContext oldcxt;
-	int			dims;
 	uint32		fingerprint;
 
 	if (isnull[0])
 		return;
 
 	oldcxt = MemoryContextSwitchTo(bs->tmpcxt);
-	if (HnswPrepareValue(index, bs->metric, values[0], bs->vecbuf, &dims, &fingerprint))
+	if (PrepareRow(bs, index, values[0], &fingerprint))
 	{
-		if (bs->dims == 0)
-			bs->dims = dims;
-		else if (dims != bs->dims)
-			ereport(ERROR,
-					(errcode(ERRCODE_DATA_EXCEPTION),
-					 errmsg("latent has %d dimensions, index \"%s\" expects %d",
-							dims, RelationGetRelationName(index), bs->dims)));
-
+		if (!bs->onDisk && !BuildInsert(bs, bs->vecbuf, fingerprint, tid))
+			SwitchToOnDisk(bs);
 		if (bs->onDisk)
-			HnswInsertVector(index, bs->vecbuf, dims, fingerprint, tid, bs->tmpcxt);
-		else
-		{
-			BuildInsert(bs, bs->vecbuf, fingerprint, tid);
-			if (bs->memoryUsed > bs->memoryLimit && bs->nelements > 1)
-				SwitchToOnDisk(bs);
-		}
+			HnswInsertVector(index, bs->vecbuf, bs->dims, fingerprint, tid, bs->tmpcxt);
 		bs->indtuples++;
 		pgstat_progress_update_param(PROGRESS_CREATEIDX_TUPLES_DONE, (int64) bs->indtuples);
 	}
 	MemoryContextSwitchTo(oldcxt);
 	MemoryContextReset(bs->tmpcxt);
+}
+
+/*
+ * Table scan callback of a parallel build, in the leader and the workers.
+ * Once the shared graph is full, rows are only counted: the leader indexes
+ * them after the graph is written (SecondPassCallback).
+ */
+static void
+ParallelBuildCallback(Relation index, ItemPointer tid, Datum *values, bool *isnull,
+					  bool tupleIsAlive, void *state)
+{
+	HnswBuildState *bs = (HnswBuildState *) state;
+	MemoryContext oldcxt;
+	uint32		fingerprint;
+
+	if (isnull[0])
+		return;
+	if (pg_atomic_read_u32(&bs->shared->full))
+	{
+		bs->leftOut = true;
+		return;
+	}
+
+	oldcxt = MemoryContextSwitchTo(bs->tmpcxt);
+	if (PrepareRow(bs, index, values[0], &fingerprint))
+	{
+		if (BuildInsert(bs, bs->vecbuf, fingerprint, tid))
+		{
+			uint64		done = pg_atomic_add_fetch_u64(&bs->shared->tuplesDone, 1);
+
+			bs->indtuples++;
+			/* only the leader reports progress, for all participants */
+			if (!IsParallelWorker() && (done & 255) == 0)
+				pgstat_progress_update_param(PROGRESS_CREATEIDX_TUPLES_DONE, (int64) done);
+		}
+		else
+			bs->leftOut = true;
+	}
+	MemoryContextSwitchTo(oldcxt);
+	MemoryContextReset(bs->tmpcxt);
+}
+
+static int
+CompareTids(const void *a, const void *b)
+{
+	return ItemPointerCompare((ItemPointer) a, (ItemPointer) b);
+}
+
+/*
+ * Table scan callback of the pass after a full parallel build: index on
+ * disk every row whose heap TID is not in the graph (bs->graphTids).
+ */
+static void
+SecondPassCallback(Relation index, ItemPointer tid, Datum *values, bool *isnull,
+				   bool tupleIsAlive, void *state)
+{
+	HnswBuildState *bs = (HnswBuildState *) state;
+	MemoryContext oldcxt;
+	uint32		fingerprint;
+
+	if (isnull[0] ||
+		bsearch(tid, bs->graphTids, bs->ngraphTids, sizeof(ItemPointerData),
+				CompareTids) != NULL)
+		return;
+
+	oldcxt = MemoryContextSwitchTo(bs->tmpcxt);
+	if (PrepareRow(bs, index, values[0], &fingerprint))
+	{
+		HnswInsertVector(index, bs->vecbuf, bs->dims, fingerprint, tid, bs->tmpcxt);
+		bs->indtuples++;
+		pgstat_progress_update_param(PROGRESS_CREATEIDX_TUPLES_DONE, (int64) bs->indtuples);
+	}
+	MemoryContextSwitchTo(oldcxt);
+	MemoryContextReset(bs->tmpcxt);
+}
+
+/* Search scratch and settings shared by every kind of participant */
+static void
+InitBuildState(HnswBuildState *bs, Relation heap, Relation index, int dims)
+{
+	memset(bs, 0, sizeof(*bs));
+	bs->heap = heap;
+	bs->index = index;
+	bs->metric = HnswGetMetric(index);
+	bs->dims = dims;
+	bs->m = HnswGetM(index);
+	bs->efConstruction = HnswGetEfConstruction(index);
+	bs->entry = -1;
+	bs->entryLevel = -1;
+	bs->memoryLimit = (Size) maintenance_work_mem * 1024;
+	bs->graphcxt = AllocSetContextCreate(CurrentMemoryContext, "hnsw build graph",
+										 ALLOCSET_DEFAULT_SIZES);
+	bs->tmpcxt = AllocSetContextCreate(CurrentMemoryContext, "hnsw build tuple",
+									   ALLOCSET_DEFAULT_SIZES);
+	bs->candidates.capacity = 1024;
+	bs->candidates.pairs = palloc(sizeof(BuildPair) * bs->candidates.capacity);
+	bs->candidates.max = false;
+	bs->result.capacity = Max(bs->efConstruction, HNSW_INSERT_DESCENT_EF) + 2;
+	bs->result.pairs = palloc(sizeof(BuildPair) * bs->result.capacity);
+	bs->result.max = true;
+	bs->found = palloc(sizeof(BuildPair) * (Max(bs->efConstruction, HNSW_INSERT_DESCENT_EF) + 1));
+	bs->vecbuf = palloc(sizeof(float) * HNSW_MAX_DIM);
+	bs->listbuf = palloc(sizeof(int32) * HnswLevelCapacity(bs->m, 0));
+}
+
+/* Attach bs to the shared graph: its area and a visited array of its size */
+static void
+AttachSharedGraph(HnswBuildState *bs, HnswShared *shared, char *area)
+{
+	bs->shared = shared;
+	bs->offsets = (uint64 *) area;
+	bs->base = area + MAXALIGN(sizeof(uint64) * shared->maxelements);
+	bs->maxelements = shared->maxelements;
+	bs->visited = MemoryContextAllocExtended(CurrentMemoryContext,
+											 sizeof(uint32) * bs->maxelements,
+											 MCXT_ALLOC_HUGE | MCXT_ALLOC_ZERO);
+	LWLockRegisterTranche(shared->lwtranche, "wdc_hnsw_build");
+}
+
+/* Scan this participant's share of the table into the shared graph */
+static void
+ParallelScanAndInsert(HnswBuildState *bs, Relation heap, Relation index,
+					  HnswShared *shared, bool progress)
+{
+	IndexInfo  *indexInfo = BuildIndexInfo(index);
+	TableScanDesc scan;
+	double		reltuples;
+
+	indexInfo->ii_Concurrent = shared->isconcurrent;
+	scan = table_beginscan_parallel(heap, ParallelTableScanFromShared(shared));
+	reltuples = table_index_build_scan(heap, index, indexInfo, true, progress,
+									   ParallelBuildCallback, bs, scan);
+	SpinLockAcquire(&shared->mutex);
+	shared->reltuples += reltuples;
+	shared->indtuples += bs->indtuples;
+	SpinLockRelease(&shared->mutex);
+}
+
+/* Entry point of a parallel build worker (see CreateParallelContext) */
+PGDLLEXPORT void HnswParallelBuildMain(dsm_segment *seg, shm_toc *toc);
+
+void
+HnswParallelBuildMain(dsm_segment *seg, shm_toc *toc)
+{
+	HnswShared *shared = shm_toc_lookup(toc, HNSW_SHARED_KEY, false);
+	char	   *area = shm_toc_lookup(toc, HNSW_AREA_KEY, false);
+	LOCKMODE	heapLockmode;
+	LOCKMODE	indexLockmode;
+	Relation	heap;
+	Relation	index;
+	HnswBuildState bs;
+
+	debug_query_string = shm_toc_lookup(toc, HNSW_QUERY_KEY, true);
+	pgstat_report_activity(STATE_RUNNING, debug_query_string);
+
+	/* the leader holds the same locks; these join its lock group */
+	if (!shared->isconcurrent)
+	{
+		heapLockmode = ShareLock;
+		indexLockmode = AccessExclusiveLock;
+	}
+	else
+	{
+		heapLockmode = ShareUpdateExclusiveLock;
+		indexLockmode = RowExclusiveLock;
+	}
+	heap = table_open(shared->heaprelid, heapLockmode);
+	index = index_open(shared->indexrelid, indexLockmode);
+
+	InitBuildState(&bs, heap, index, shared->dims);
+	AttachSharedGraph(&bs, shared, area);
+	ParallelScanAndInsert(&bs, heap, index, shared, false);
+
+	index_close(index, indexLockmode);
+	table_close(heap, heapLockmode);
+}
+
+/* Average bytes of an element, for sizing an area */
+static Size
+AverageElementSize(const HnswBuildState *bs)
+{
+	/* levels above 0 occur with probability 1/m each: about 1/(m-1) extra */
+	return MAXALIGN(sizeof(BuildElement)) + sizeof(uint64) +
+		MAXALIGN(sizeof(float) * bs->dims +
+				 sizeof(int32) * (2 * bs->m + bs->m / Max(bs->m - 1, 1) + 1));
+}
+
+/*
+ * Number of parallel workers for this build, or 0 for a serial one.  The
+ * graph's size must be known up front, which needs the dimension from the
+ * column type.
+ */
+static int
+ParallelWorkers(Relation heap, Relation index, const HnswBuildState *bs)
+{
+	if (bs->dims == 0 || !IsUnderPostmaster)
+		return 0;
+	/* the same decision PostgreSQL makes for a B-tree on this table */
+	return plan_create_index_workers(RelationGetRelid(heap), RelationGetRelid(index));
+}
+
+/*
+ * Stage 1 with parallel workers.  Returns false, having done nothing, when
+ * no dynamic shared memory or no worker could be had; the caller then
+ * builds serially.  Otherwise the shared graph is copied into bs as a
+ * private one (the DSM segment is gone after this) and bs->leftOut says
+ * whether rows did not fit.
+ */
+static bool
+BuildGraphParallel(HnswBuildState *bs, Relation heap, Relation index,
+				   IndexInfo *indexInfo, int nworkers, double *reltuples)
+{
+	ParallelContext *pcxt;
+	Snapshot	snapshot;
+	Size		sharedSize;
+	Size		areaSize;
+	Size		minElement = ElementSize(bs, 0) + sizeof(uint64);
+	uint32		maxelements;
+	BlockNumber pages;
+	double		tuples;
+	double		allvisfrac;
+	HnswShared *shared;
+	char	   *area;
+	char	   *query;
+	Size		querylen;
+	bool		leftOut = false;
+
+	/* room for the table's rows as estimated now, within maintenance_work_mem */
+	estimate_rel_size(heap, NULL, &pages, &tuples, &allvisfrac);
+	areaSize = (Size) Min((double) bs->memoryLimit,
+						  Max(tuples, 1024.0) * 1.2 * AverageElementSize(bs) + 1024 * 1024);
+	bs->estimatedRows = areaSize < bs->memoryLimit ? Max(tuples, 1024.0) : -1;
+	maxelements = (uint32) Min((Size) PG_INT32_MAX / 2, areaSize / minElement);
+
+	EnterParallelMode();
+	pcxt = CreateParallelContext("$libdir/wdc", "HnswParallelBuildMain", nworkers);
+
+	snapshot = indexInfo->ii_Concurrent ? RegisterSnapshot(GetTransactionSnapshot()) :
+		SnapshotAny;
+	sharedSize = add_size(BUFFERALIGN(sizeof(HnswShared)),
+						  table_parallelscan_estimate(heap, snapshot));
+	shm_toc_estimate_chunk(&pcxt->estimator, sharedSize);
+	shm_toc_estimate_chunk(&pcxt->estimator, areaSize);
+	querylen = debug_query_string ? strlen(debug_query_string) : 0;
+	shm_toc_estimate_chunk(&pcxt->estimator, querylen + 1);
+	shm_toc_estimate_keys(&pcxt->estimator, 3);
+
+	InitializeParallelDSM(pcxt);
+	if (pcxt->seg == NULL)
+	{
+		if (IsMVCCSnapshot(snapshot))
+			UnregisterSnapshot(snapshot);
+		DestroyParallelContext(pcxt);
+		ExitParallelMode();
+		return false;
+	}
+
+	shared = shm_toc_allocate(pcxt->toc, sharedSize);
+	memset(shared, 0, sizeof(HnswShared));
+	shared->heaprelid = RelationGetRelid(heap);
+	shared->indexrelid = RelationGetRelid(index);
+	shared->isconcurrent = indexInfo->ii_Concurrent;
+	shared->dims = bs->dims;
+	shared->lwtranche = LWLockNewTrancheId();
+	LWLockInitialize(&shared->entryLock, shared->lwtranche);
+	shared->entry = -1;
+	shared->entryLevel = -1;
+	shared->maxelements = maxelements;
+	shared->areaSize = areaSize - MAXALIGN(sizeof(uint64) * maxelements);
+	pg_atomic_init_u64(&shared->areaUsed, 0);
+	pg_atomic_init_u32(&shared->nelements, 0);
+	pg_atomic_init_u32(&shared->full, 0);
+	pg_atomic_init_u64(&shared->tuplesDone, 0);
+	SpinLockInit(&shared->mutex);
+	table_parallelscan_initialize(heap, ParallelTableScanFromShared(shared), snapshot);
+	shm_toc_insert(pcxt->toc, HNSW_SHARED_KEY, shared);
+
+	area = shm_toc_allocate(pcxt->toc, areaSize);
+	shm_toc_insert(pcxt->toc, HNSW_AREA_KEY, area);
+
+	query = shm_toc_allocate(pcxt->toc, querylen + 1);
+	if (querylen > 0)
+		memcpy(query, debug_query_string, querylen);
+	query[querylen] = '\0';
+	shm_toc_insert(pcxt->toc, HNSW_QUERY_KEY, query);
+
+	LaunchParallelWorkers(pcxt);
+	if (pcxt->nworkers_launched == 0)
+	{
+		WaitForParallelWorkersToFinish(pcxt);
+		if (IsMVCCSnapshot(snapshot))
+			UnregisterSnapshot(snapshot);
+		DestroyParallelContext(pcxt);
+		ExitParallelMode();
+		return false;
+	}
+	ereport(DEBUG1,
+			(errmsg("wdc_hnsw build with %d parallel workers, graph area %zu kB",
+					pcxt->nworkers_launched, areaSize / 1024)));
+
+	/* the leader takes part, then waits for the workers */
+	AttachSharedGraph(bs, shared, area);
+	ParallelScanAndInsert(bs, heap, index, shared, true);
+	WaitForParallelWorkersToFinish(pcxt);
+
+	/* copy the graph out of shared memory before it goes */
+	bs->nelements = (int) pg_atomic_read_u32(&shared->nelements);
+	bs->entry = shared->entry;
+	bs->entryLevel = shared->entryLevel;
+	bs->areaUsed = Min((Size) pg_atomic_read_u64(&shared->areaUsed), shared->areaSize);
+	bs->areaSize = bs->areaUsed;
+	bs->offsets = MemoryContextAllocExtended(bs->graphcxt,
+											 sizeof(uint64) * Max(bs->nelements, 1),
+											 MCXT_ALLOC_HUGE);
+	memcpy(bs->offsets, area, sizeof(uint64) * bs->nelements);
+	bs->base = MemoryContextAllocExtended(bs->graphcxt, Max(bs->areaUsed, 1),
+										  MCXT_ALLOC_HUGE);
+	memcpy(bs->base, area + MAXALIGN(sizeof(uint64) * shared->maxelements), bs->areaUsed);
+	bs->memoryUsed = bs->areaUsed + sizeof(uint64) * bs->nelements;
+	*reltuples = shared->reltuples;
+	bs->indtuples = shared->indtuples;
+	leftOut = pg_atomic_read_u32(&shared->full) != 0;
+
+	bs->shared = NULL;
+	if (IsMVCCSnapshot(snapshot))
+		UnregisterSnapshot(snapshot);
+	DestroyParallelContext(pcxt);
+	ExitParallelMode();
+
+	bs->leftOut = leftOut;
+	pgstat_progress_update_param(PROGRESS_CREATEIDX_TUPLES_DONE, (int64) bs->indtuples);
+	return true;
+}
+
+/*
+ * After a parallel build ran out of memory: index on disk the rows that did
+ * not make it into the graph, which has been written.
+ */
+static void
+IndexLeftOutRows(HnswBuildState *bs, Relation heap, Relation index, IndexInfo *indexInfo)
+{
+	int64		n = 0;
+
+	if (bs->estimatedRows < 0)
+		ereport(NOTICE,
+				(errmsg("wdc_hnsw graph no longer fits into maintenance_work_mem after %.0f tuples",
+						bs->indtuples),
+				 errdetail("The table is scanned again and the remaining tuples are inserted one by one on disk, which takes much longer."),
+				 errhint("Increase maintenance_work_mem to build the graph in memory.")));
+	else
+		ereport(NOTICE,
+				(errmsg("wdc_hnsw graph outgrew the shared memory sized for %.0f estimated rows after %.0f tuples",
+						bs->estimatedRows, bs->indtuples),
+				 errdetail("The table is scanned again and the remaining tuples are inserted one by one on disk, which takes much longer."),
+				 errhint("Run ANALYZE on the table before building the index, so that the estimate is current.")));
+
+	for (int i = 0; i < bs->nelements; i++)
+		n += ElementAt(bs, i)->nheaptids;
+	bs->graphTids = palloc_extended(sizeof(ItemPointerData) * Max(n, 1), MCXT_ALLOC_HUGE);
+	for (int i = 0; i < bs->nelements; i++)
+	{
+		BuildElement *e = ElementAt(bs, i);
+
+		for (int k = 0; k < e->nheaptids; k++)
+			bs->graphTids[bs->ngraphTids++] = e->heaptids[k];
+	}
+	qsort(bs->graphTids, bs->ngraphTids, sizeof(ItemPointerData), CompareTids);
+
+	/* the graph itself is on disk now */
+	MemoryContextReset(bs->graphcxt);
+	bs->base = NULL;
+	bs->offsets = NULL;
+	bs->nelements = 0;
+	bs->onDisk = true;
+	pgstat_progress_update_param(PROGRESS_CREATEIDX_SUBPHASE, HNSW_PHASE_LOAD);
+	table_index_build_scan(heap, index, indexInfo, true, true,
+						   SecondPassCallback, bs, NULL);
+	pfree(bs->graphTids);
+	bs->graphTids = NULL;
 }
 
 /* Write an empty metapage as block 0 of fork */
@@ -827,6 +1441,8 @@ hnswbuild(Relation heap, Relation index, IndexInfo *indexInfo)
 	HnswBuildState bs;
 	int32		typmod = TupleDescAttr(index->rd_att, 0)->atttypmod;
 	double		reltuples;
+	int			nworkers;
+	bool		parallel = false;
 
 	if (RelationGetNumberOfBlocks(index) != 0)
 		elog(ERROR, "index \"%s\" already contains data", RelationGetRelationName(index));
@@ -836,33 +1452,7 @@ hnswbuild(Relation heap, Relation index, IndexInfo *indexInfo)
 				 errmsg("column of type latent(%d) is too large for a wdc_hnsw index", typmod),
 				 errdetail("wdc_hnsw indexes at most %d dimensions.", HNSW_MAX_DIM)));
 
-	memset(&bs, 0, sizeof(bs));
-	bs.heap = heap;
-	bs.index = index;
-	bs.metric = HnswGetMetric(index);
-	bs.dims = typmod > 0 ? typmod : 0;
-	bs.m = HnswGetM(index);
-	bs.efConstruction = HnswGetEfConstruction(index);
-	bs.entry = -1;
-	bs.entryLevel = -1;
-	bs.memoryLimit = (Size) maintenance_work_mem * 1024;
-	bs.graphcxt = AllocSetContextCreate(CurrentMemoryContext, "hnsw build graph",
-										ALLOCSET_DEFAULT_SIZES);
-	bs.tmpcxt = AllocSetContextCreate(CurrentMemoryContext, "hnsw build tuple",
-									  ALLOCSET_DEFAULT_SIZES);
-	bs.maxelements = 1024;
-	bs.elements = MemoryContextAllocExtended(bs.graphcxt, sizeof(BuildElement) * bs.maxelements,
-											 MCXT_ALLOC_HUGE);
-	bs.visited = MemoryContextAllocExtended(CurrentMemoryContext, sizeof(uint32) * bs.maxelements,
-											MCXT_ALLOC_HUGE | MCXT_ALLOC_ZERO);
-	bs.candidates.capacity = 1024;
-	bs.candidates.pairs = palloc(sizeof(BuildPair) * bs.candidates.capacity);
-	bs.candidates.max = false;
-	bs.result.capacity = Max(bs.efConstruction, HNSW_INSERT_DESCENT_EF) + 2;
-	bs.result.pairs = palloc(sizeof(BuildPair) * bs.result.capacity);
-	bs.result.max = true;
-	bs.found = palloc(sizeof(BuildPair) * (Max(bs.efConstruction, HNSW_INSERT_DESCENT_EF) + 1));
-	bs.vecbuf = palloc(sizeof(float) * HNSW_MAX_DIM);
+	InitBuildState(&bs, heap, index, typmod > 0 ? typmod : 0);
 
 	/* 0. Metapage */
 	WriteMetaPage(index, MAIN_FORKNUM, bs.dims, bs.m, bs.efConstruction);
@@ -872,18 +1462,30 @@ hnswbuild(Relation heap, Relation index, IndexInfo *indexInfo)
 	reltuples = heap->rd_rel->reltuples;
 	if (reltuples > 0)
 		pgstat_progress_update_param(PROGRESS_CREATEIDX_TUPLES_TOTAL, (int64) reltuples);
-	reltuples = table_index_build_scan(heap, index, indexInfo, true, true,
-									   BuildCallback, &bs, NULL);
+	nworkers = ParallelWorkers(heap, index, &bs);
+	if (nworkers > 0)
+		parallel = BuildGraphParallel(&bs, heap, index, indexInfo, nworkers, &reltuples);
+	if (!parallel)
+	{
+		/* a private area that grows by doubling, from 1 MB */
+		bs.areaSize = Min((Size) 1024 * 1024, bs.memoryLimit / 2);
+		bs.base = MemoryContextAllocExtended(bs.graphcxt, bs.areaSize, MCXT_ALLOC_HUGE);
+		bs.maxelements = 1024;
+		bs.offsets = MemoryContextAllocExtended(bs.graphcxt, sizeof(uint64) * bs.maxelements,
+												MCXT_ALLOC_HUGE);
+		bs.visited = MemoryContextAllocExtended(CurrentMemoryContext,
+												sizeof(uint32) * bs.maxelements,
+												MCXT_ALLOC_HUGE | MCXT_ALLOC_ZERO);
+		bs.memoryUsed = bs.areaSize + (sizeof(uint64) + sizeof(uint32)) * bs.maxelements;
+		reltuples = table_index_build_scan(heap, index, indexInfo, true, true,
+										   BuildCallback, &bs, NULL);
+	}
 
 	/* 2 and 3. Pages */
 	if (!bs.onDisk)
-	{
-		if (bs.memoryUsed > bs.memoryLimit)
-			ereport(DEBUG1,
-					(errmsg("wdc_hnsw graph used %zu kB of maintenance_work_mem",
-							bs.memoryUsed / 1024)));
 		WriteGraph(&bs);
-	}
+	if (bs.leftOut)
+		IndexLeftOutRows(&bs, heap, index, indexInfo);
 
 	MemoryContextDelete(bs.graphcxt);
 	MemoryContextDelete(bs.tmpcxt);

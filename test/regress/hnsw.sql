@@ -102,7 +102,7 @@ DROP INDEX hnsw_t_cos, hnsw_t_ip, hnsw_t_l1;
 
 -- a graph larger than maintenance_work_mem continues on disk, with a NOTICE
 SET maintenance_work_mem = '1MB';
-CREATE INDEX hnsw_t_disk ON hnsw_t USING wdc_hnsw (z latent_l2_ops);
+CREATE INDEX hnsw_t_disk ON hnsw_t USING wdc_hnsw (z latent_l2_ops) WITH (m = 64);
 RESET maintenance_work_mem;
 SELECT count(*) AS problems FROM wdc.hnsw_verify('hnsw_t_disk');
 DROP INDEX hnsw_t_l2;
