@@ -11,6 +11,9 @@
 # K mixture components (20), SPREAD component standard deviation (0.35),
 # M and EFC index options (16, 64), EFS ef_search values ("10 20 40 80 160"),
 # SECONDS_PER_RUN pgbench duration (10), MWM maintenance_work_mem ("1GB").
+# PARALLEL_WORKERS (2): after the queries, the index is built once more with
+# up to that many parallel maintenance workers, and its build time and
+# recall at the first ef_search are printed (0 skips it).
 # REPEAT (1) sets the pgbench runs per figure.  The best run is reported,
 # because other jobs on a shared machine only ever take throughput away.
 # WDC_DESTDIR names an extension_destdir staging directory (from
@@ -158,3 +161,36 @@ SQL
 	ratio=$(awk -v a="$q1" -v b="$exact1" 'BEGIN { printf "%.1f", a / b }')
 	echo "| $ef | $recall | $buffers | $q1 | $q2 | $ratio |"
 done
+
+# --- parallel build of the same index, for its build time
+PARALLEL_WORKERS=${PARALLEL_WORKERS:-2}
+if [ "$PARALLEL_WORKERS" -gt 0 ]; then
+	pbuild=$(timed psql -X -q -v ON_ERROR_STOP=1 -At <<SQL 2>&1
+SET maintenance_work_mem = '$MWM';
+SET max_parallel_maintenance_workers = $PARALLEL_WORKERS;
+SET client_min_messages = debug1;
+DROP INDEX hb_items_z;
+SELECT clock_timestamp() AS t0 \gset
+CREATE INDEX hb_items_z ON hb_items USING wdc_hnsw (z latent_l2_ops)
+	WITH (m = $M, ef_construction = $EFC);
+SET client_min_messages = notice;
+SELECT 'ms ' || round(extract(epoch FROM clock_timestamp() - :'t0') * 1000);
+SQL
+)
+	workers=$(echo "$pbuild" | sed -nE 's/.*wdc_hnsw build with ([0-9]+) parallel workers.*/\1/p')
+	pms=$(echo "$pbuild" | sed -n 's/^ms //p')
+	problems=$(psql_q -c "SELECT count(*) FROM wdc.hnsw_verify('hb_items_z')")
+	ef=${EFS%% *}
+	recall=$(psql_q <<SQL
+SET wdc.hnsw_ef_search = $ef;
+SET enable_seqscan = off;
+SELECT round(avg((SELECT count(*) FROM unnest(t.ids) x
+                  WHERE x = ANY (array(SELECT id FROM hb_items ORDER BY z <-> q.z LIMIT 10)))) / 10, 4)
+FROM hb_truth t JOIN hb_queries q USING (qid);
+SQL
+)
+	echo
+	echo "parallel build: ${pms} ms with ${workers:-0} workers (serial ${build_ms} ms," \
+		"$(awk -v s="$build_ms" -v p="$pms" 'BEGIN { printf "%.2fx", s / p }')), hnsw_verify problems: $problems," \
+		"recall@10 at ef_search $ef: $recall"
+fi

@@ -14,9 +14,10 @@
  *		write the pages with the lists translated to TIDs, and WAL-log them
  *		all at once (log_newpage_range) when the index is logged.
  *
- * The graph lives in one area: an element is a BuildElement header followed
- * by its vector and its neighbour slots, found through an offset table, so
- * the same code runs on a private area or on one in dynamic shared memory.
+ * The graph lives in one area.  An element is a BuildElement header
+ * followed by its vector and its neighbour slots, and an offset table finds
+ * it, so the same code runs on a private area or on one in dynamic shared
+ * memory.
  *
  * Parallel build: when PostgreSQL grants parallel maintenance workers (as
  * it would for a B-tree on this table) and the column has a fixed
@@ -375,21 +376,25 @@ ListLength(const HnswBuildState *bs, const BuildElement *e, int lc)
 }
 
 /*
- * Copy e's level-lc list into bs->listbuf and return its length.  Other
- * participants of a parallel build may change the list at any time, so it
- * is read under the element's lock.
+ * e's level-lc list and its length in *len.  In a parallel build other
+ * participants may change the list at any time, so it is copied into
+ * bs->listbuf under the element's lock; a serial build reads it in place.
  */
-static int
-CopyList(HnswBuildState *bs, BuildElement *e, int lc)
+static const int32 *
+ReadList(HnswBuildState *bs, BuildElement *e, int lc, int *len)
 {
-	int			len;
+	const int32 *list = ElementSlots(bs, e) + HnswLevelStart(bs->m, lc);
 
-	LockElement(bs, e, LW_SHARED);
-	len = ListLength(bs, e, lc);
-	memcpy(bs->listbuf, ElementSlots(bs, e) + HnswLevelStart(bs->m, lc),
-		   sizeof(int32) * len);
-	UnlockElement(bs, e);
-	return len;
+	if (!bs->shared)
+	{
+		*len = ListLength(bs, e, lc);
+		return list;
+	}
+	LWLockAcquire(&e->lock, LW_SHARED);
+	*len = ListLength(bs, e, lc);
+	memcpy(bs->listbuf, list, sizeof(int32) * *len);
+	LWLockRelease(&e->lock);
+	return bs->listbuf;
 }
 
 /*
@@ -431,16 +436,17 @@ SearchLevel(HnswBuildState *bs, const float *q, const int32 *seeds, int nseeds,
 	{
 		BuildPair	c = HeapPop(cand);
 		BuildElement *e = ElementAt(bs, c.element);
+		const int32 *list;
 		int			len;
 
 		if (res->n >= ef && c.distance > res->pairs[0].distance)
 			break;
 		if (e->level < lc)
 			continue;
-		len = CopyList(bs, e, lc);
+		list = ReadList(bs, e, lc, &len);
 		for (int i = 0; i < len; i++)
 		{
-			int32		nb = bs->listbuf[i];
+			int32		nb = list[i];
 			double		d;
 
 			if (bs->visited[nb] == bs->stamp)
@@ -1043,7 +1049,7 @@ BuildCallback(Relation index, ItemPointer tid, Datum *values, bool *isnull,
 
 /*
  * Table scan callback of a parallel build, in the leader and the workers.
- * Once the shared graph is full, rows are only counted: the leader indexes
+ * Once the shared graph is full, rows are skipped, and the leader indexes
  * them after the graph is written (SecondPassCallback).
  */
 static void
@@ -1220,7 +1226,7 @@ HnswParallelBuildMain(dsm_segment *seg, shm_toc *toc)
 static Size
 AverageElementSize(const HnswBuildState *bs)
 {
-	/* levels above 0 occur with probability 1/m each: about 1/(m-1) extra */
+	/* level l is reached with probability m^-l: m / (m - 1) upper slots on average */
 	return MAXALIGN(sizeof(BuildElement)) + sizeof(uint64) +
 		MAXALIGN(sizeof(float) * bs->dims +
 				 sizeof(int32) * (2 * bs->m + bs->m / Max(bs->m - 1, 1) + 1));
@@ -1244,8 +1250,8 @@ ParallelWorkers(Relation heap, Relation index, const HnswBuildState *bs)
  * Stage 1 with parallel workers.  Returns false, having done nothing, when
  * no dynamic shared memory or no worker could be had; the caller then
  * builds serially.  Otherwise the shared graph is copied into bs as a
- * private one (the DSM segment is gone after this) and bs->leftOut says
- * whether rows did not fit.
+ * private one (the DSM segment is gone after this), and bs->leftOut is true
+ * when rows did not fit.
  */
 static bool
 BuildGraphParallel(HnswBuildState *bs, Relation heap, Relation index,
@@ -1467,8 +1473,22 @@ hnswbuild(Relation heap, Relation index, IndexInfo *indexInfo)
 		parallel = BuildGraphParallel(&bs, heap, index, indexInfo, nworkers, &reltuples);
 	if (!parallel)
 	{
-		/* a private area that grows by doubling, from 1 MB */
+		/*
+		 * A private area that grows by doubling, first sized for the
+		 * estimated rows when the dimension is known, else 1 MB.
+		 */
 		bs.areaSize = Min((Size) 1024 * 1024, bs.memoryLimit / 2);
+		if (bs.dims > 0)
+		{
+			BlockNumber pages;
+			double		tuples;
+			double		allvisfrac;
+
+			estimate_rel_size(heap, NULL, &pages, &tuples, &allvisfrac);
+			bs.areaSize = (Size) Max((double) bs.areaSize,
+									 Min((double) bs.memoryLimit / 2,
+										 tuples * 1.1 * AverageElementSize(&bs)));
+		}
 		bs.base = MemoryContextAllocExtended(bs.graphcxt, bs.areaSize, MCXT_ALLOC_HUGE);
 		bs.maxelements = 1024;
 		bs.offsets = MemoryContextAllocExtended(bs.graphcxt, sizeof(uint64) * bs.maxelements,
