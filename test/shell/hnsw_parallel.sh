@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Parallel builds of wdc_hnsw.  The same seeded table is indexed serially and
-# with parallel maintenance workers; the parallel index must have been built
-# by more than one process, pass wdc.hnsw_verify, return every indexed row
-# exactly once through an index scan, and reach the serial build's recall
-# within 0.02.  Also: CREATE INDEX CONCURRENTLY, cosine with zero vectors
+# with parallel maintenance workers.  The parallel index must have been
+# built by more than one process, pass wdc.hnsw_verify, return every indexed
+# row exactly once through an index scan, and reach the serial build's
+# recall within 0.02.  Also: CREATE INDEX CONCURRENTLY, cosine with zero vectors
 # (not indexed), and a parallel build whose graph outgrows its shared area
 # (second scan on disk).
 set -euo pipefail
@@ -38,8 +38,8 @@ $$;
 SQL
 
 fail=0
-# $1 label, $2 CREATE INDEX statement, $3 settings; prints the server's
-# messages to $work/$1.log
+# Build with $1 label, $2 CREATE INDEX statement, $3 settings.  The
+# server's messages go to $work/$1.log.
 build() {
 	psql -X -q -v ON_ERROR_STOP=1 -d "$db" >"$work/$1.log" 2>&1 <<SQL
 SET client_min_messages = debug1;
@@ -128,7 +128,7 @@ if [ "$problems" != "0" ] || [ "$got" != "29940 29940" ]; then
 fi
 # Stale statistics: the table is analyzed with 1,000 live rows in the pages
 # that later hold 30,000, so the shared graph is sized for about 1,000
-# elements and fills up; the rows left out are indexed by a second scan.
+# elements and fills up.  A second scan indexes the rows left out.
 psql_q <<'SQL'
 ALTER TABLE par_t SET (autovacuum_enabled = off);
 -- the kept rows sit on the last pages, so VACUUM cannot truncate the table
