@@ -83,6 +83,8 @@ typedef struct HnswBuildState
 	Size		memoryUsed;
 	Size		memoryLimit;
 	bool		onDisk;			/* graph written; rows go to HnswInsertVector */
+	HnswCodec	codec;			/* fitted to the graph by WriteGraph */
+	uint8	   *codes;			/* codec.dims bytes per element, for FillSlots */
 
 	/* Search scratch, sized for the largest need */
 	uint32	   *visited;		/* stamp per element */
@@ -627,11 +629,53 @@ BreadthFirstOrder(HnswBuildState *bs)
 	return order;
 }
 
-/* Translate an element's in-memory lists into item pointers */
+/*
+ * Fit the codec to the graph's vectors: per dimension, the range from the
+ * smallest to the largest value in 256 steps.  Leaves codec.dims at 0 when
+ * the index gets no codes (HnswCodecDims).
+ */
+static void
+FitCodec(HnswBuildState *bs)
+{
+	HnswCodec  *codec = &bs->codec;
+
+	memset(codec, 0, sizeof(HnswCodec));
+	if (bs->nelements == 0)
+		return;
+	codec->dims = HnswCodecDims(bs->dims, bs->m);
+	for (int i = 0; i < codec->dims; i++)
+	{
+		float		lo = bs->elements[0].vec[i];
+		float		hi = lo;
+
+		for (int j = 1; j < bs->nelements; j++)
+		{
+			float		v = bs->elements[j].vec[i];
+
+			lo = Min(lo, v);
+			hi = Max(hi, v);
+		}
+		codec->low[i] = lo;
+		codec->step[i] = (hi - lo) / HNSW_CODE_LEVELS;
+		/* A constant dimension: any positive step bounds it */
+		if (!(codec->step[i] > 0.0f) || !isfinite(codec->step[i]))
+			codec->step[i] = 1.0f;
+	}
+	if (codec->dims > 0)
+	{
+		bs->codes = palloc_extended((Size) bs->nelements * codec->dims, MCXT_ALLOC_HUGE);
+		for (int j = 0; j < bs->nelements; j++)
+			HnswCodecEncode(codec, bs->elements[j].vec, bs->codes + (Size) j * codec->dims);
+	}
+}
+
+/* Translate an element's in-memory lists into item pointers and codes */
 static void
 FillSlots(HnswBuildState *bs, BuildElement *e, ItemPointer slots)
 {
 	int			nslots = HnswSlotCount(bs->m, e->level);
+	int			codeDims = bs->codec.dims;
+	uint8	   *codes = HnswSlotCodes(slots, bs->m, e->level);
 
 	for (int i = 0; i < nslots; i++)
 	{
@@ -639,6 +683,12 @@ FillSlots(HnswBuildState *bs, BuildElement *e, ItemPointer slots)
 			slots[i] = bs->elements[e->slots[i]].tid;
 		else
 			ItemPointerSetInvalid(&slots[i]);
+	}
+	for (int i = 0; i < HnswLevelCapacity(bs->m, 0) && codeDims > 0; i++)
+	{
+		if (e->slots[i] >= 0)
+			memcpy(codes + (Size) i * codeDims,
+				   bs->codes + (Size) e->slots[i] * codeDims, codeDims);
 	}
 }
 
@@ -677,6 +727,7 @@ WriteGraph(HnswBuildState *bs)
 	relinked = RelinkWeakElements(bs);
 	elog(DEBUG1, "wdc_hnsw build searched again for %d elements", relinked);
 	order = BreadthFirstOrder(bs);
+	FitCodec(bs);
 
 	/* 3a. Assign TIDs */
 	cur.blkno = HNSW_METAPAGE_BLKNO;
@@ -684,13 +735,16 @@ WriteGraph(HnswBuildState *bs)
 	for (int i = 0; i < bs->nelements; i++)
 	{
 		BuildElement *e = &bs->elements[order[i]];
-		bool		isinline = HnswNeighborsFitInline(bs->dims, bs->m, e->level);
+		bool		isinline = HnswNeighborsFitInline(bs->dims, bs->m, e->level,
+													  bs->codec.dims);
 
-		e->tid = LayoutPlace(&cur, HnswElementTupleSize(bs->dims, bs->m, e->level, isinline));
+		e->tid = LayoutPlace(&cur, HnswElementTupleSize(bs->dims, bs->m, e->level, isinline,
+														bs->codec.dims));
 		if (isinline)
 			ItemPointerSetInvalid(&e->ntid);
 		else
-			e->ntid = LayoutPlace(&cur, HnswNeighborTupleSize(bs->m, e->level));
+			e->ntid = LayoutPlace(&cur, HnswNeighborTupleSize(bs->m, e->level,
+															  bs->codec.dims));
 	}
 
 	/* 3b. Write the pages */
@@ -702,7 +756,8 @@ WriteGraph(HnswBuildState *bs)
 		bool		isinline = !ItemPointerIsValid(&e->ntid);
 		Size		esize;
 		HnswElementTuple etup = HnswFormElement(bs->dims, bs->m, e->level, isinline,
-												e->vec, e->fingerprint, &esize);
+												bs->codec.dims, e->vec, e->fingerprint,
+												&esize);
 
 		memcpy(etup->heaptids, e->heaptids, sizeof(e->heaptids));
 		etup->nheaptids = e->nheaptids;
@@ -716,7 +771,8 @@ WriteGraph(HnswBuildState *bs)
 		if (!isinline)
 		{
 			Size		nsize;
-			HnswNeighborTuple ntup = HnswFormNeighborTuple(bs->m, e->level, &nsize);
+			HnswNeighborTuple ntup = HnswFormNeighborTuple(bs->m, e->level, bs->codec.dims,
+														   &nsize);
 
 			ntup->elementtid = e->tid;
 			FillSlots(bs, e, ntup->slots);
@@ -730,12 +786,16 @@ WriteGraph(HnswBuildState *bs)
 		lastBlock = AppendPage(bs->index, image);
 	pfree(image);
 	pfree(order);
+	if (bs->codes != NULL)
+		pfree(bs->codes);
+	bs->codes = NULL;
 
 	/* Entry point and insert hint */
 	metabuf = ReadBuffer(bs->index, HNSW_METAPAGE_BLKNO);
 	LockBuffer(metabuf, BUFFER_LOCK_EXCLUSIVE);
 	meta = HnswPageGetMeta(BufferGetPage(metabuf));
 	meta->dims = bs->dims;
+	meta->codec = bs->codec;
 	if (bs->entry >= 0)
 	{
 		meta->entryTid = bs->elements[bs->entry].tid;

@@ -39,6 +39,7 @@ typedef struct HnswNewEdge
 {
 	ItemPointerData tid;
 	double		distance;
+	uint8		code[HNSW_CODE_MAX_DIMS];	/* level 0 with a codec only */
 } HnswNewEdge;
 
 /*
@@ -293,13 +294,16 @@ ListContains(const ItemPointerData *list, int n, ItemPointer tid)
 /*
  * Write newlist into the level-lc list of the element at etid if the list
  * still equals snapshot; otherwise put newtid (unless NULL) in a free slot
- * if there is one and it is not there yet.
+ * if there is one and it is not there yet.  At level 0 of an index with a
+ * codec, newcodes holds the codes of newlist (codec->dims bytes each) and
+ * newtidcode that of newtid.
  */
 void
 HnswWriteNeighborList(Relation index, ItemPointer etid, ItemPointer neighbortid,
-				  int dims, int m, int lc,
-				  const ItemPointerData *snapshot, int nsnapshot,
-				  const ItemPointerData *newlist, int nnew, ItemPointer newtid)
+					  int dims, int m, int lc, const HnswCodec *codec,
+					  const ItemPointerData *snapshot, int nsnapshot,
+					  const ItemPointerData *newlist, const uint8 *newcodes, int nnew,
+					  ItemPointer newtid, const uint8 *newtidcode)
 {
 	bool		isinline = !ItemPointerIsValid(neighbortid);
 	ItemPointer target = isinline ? etid : neighbortid;
@@ -307,6 +311,8 @@ HnswWriteNeighborList(Relation index, ItemPointer etid, ItemPointer neighbortid,
 	GenericXLogState *state;
 	Page		page;
 	ItemPointer slots = NULL;
+	uint8	   *codes = NULL;
+	int			codeDims = lc == 0 ? codec->dims : 0;
 	int			capacity = HnswLevelCapacity(m, lc);
 	bool		same = true;
 	bool		changed = false;
@@ -321,14 +327,20 @@ HnswWriteNeighborList(Relation index, ItemPointer etid, ItemPointer neighbortid,
 		HnswElementTuple etup = HnswGetElement(page, ItemPointerGetOffsetNumber(etid));
 
 		if (etup != NULL && etup->level >= lc && !ItemPointerIsValid(&etup->neighbortid))
+		{
 			slots = HnswTupleSlots(etup, dims);
+			codes = HnswSlotCodes(slots, m, etup->level);
+		}
 	}
 	else
 	{
 		HnswNeighborTuple ntup = HnswGetNeighborTuple(page, ItemPointerGetOffsetNumber(neighbortid));
 
 		if (ntup != NULL && ntup->level >= lc && ItemPointerEquals(&ntup->elementtid, etid))
+		{
 			slots = ntup->slots;
+			codes = HnswSlotCodes(slots, m, ntup->level);
+		}
 	}
 
 	if (slots != NULL)
@@ -352,6 +364,8 @@ HnswWriteNeighborList(Relation index, ItemPointer etid, ItemPointer neighbortid,
 				else
 					ItemPointerSetInvalid(&list[i]);
 			}
+			if (codeDims > 0)
+				memcpy(codes, newcodes, (Size) nnew * codeDims);
 			changed = true;
 		}
 		else
@@ -363,6 +377,8 @@ HnswWriteNeighborList(Relation index, ItemPointer etid, ItemPointer neighbortid,
 			if (newtid != NULL && used < capacity && !ListContains(list, used, newtid))
 			{
 				list[used] = *newtid;
+				if (codeDims > 0)
+					memcpy(codes + (Size) used * codeDims, newtidcode, codeDims);
 				changed = true;
 			}
 		}
@@ -381,9 +397,10 @@ HnswWriteNeighborList(Relation index, ItemPointer etid, ItemPointer neighbortid,
  * neighbour heuristic when it is full.
  */
 void
-HnswAddReverseEdge(Relation index, HnswMetric metric, int dims, int m, int lc,
-			   ItemPointer tid, ItemPointer newtid, const float *newvec,
-			   double distance, MemoryContext cxt)
+HnswAddReverseEdge(Relation index, HnswMetric metric, int dims, int m,
+				   const HnswCodec *codec, int lc, ItemPointer tid,
+				   ItemPointer newtid, const float *newvec,
+				   double distance, MemoryContext cxt)
 {
 	MemoryContext edgecxt = AllocSetContextCreate(cxt, "hnsw edge", ALLOCSET_SMALL_SIZES);
 	MemoryContext oldcxt = MemoryContextSwitchTo(edgecxt);
@@ -393,9 +410,14 @@ HnswAddReverseEdge(Relation index, HnswMetric metric, int dims, int m, int lc,
 	ItemPointerData selftid = *tid;
 	ItemPointerData *snapshot;
 	int			nsnapshot;
+	int			codeDims = lc == 0 ? codec->dims : 0;
+	uint8		newcode[HNSW_CODE_MAX_DIMS];
 
-	/* Snapshot the neighbour's vector and list under a share lock */
-	HnswSearchInit(&search, index, metric, dims, m, newvec, lc, capacity, edgecxt);
+	if (codeDims > 0)
+		HnswCodecEncode(codec, newvec, newcode);
+
+	/* Snapshot the neighbour's vector and list (and codes) under a share lock */
+	HnswSearchInit(&search, index, metric, dims, m, codec, newvec, lc, capacity, edgecxt);
 	search.keepVectors = true;
 	if (HnswLoadCandidates(&search, &selftid, 1, &self) == 0 || self->level < lc)
 		goto done;
@@ -408,11 +430,19 @@ HnswAddReverseEdge(Relation index, HnswMetric metric, int dims, int m, int lc,
 	if (nsnapshot < capacity)
 	{
 		ItemPointerData *newlist = palloc(sizeof(ItemPointerData) * (nsnapshot + 1));
+		uint8	   *newcodes = palloc((Size) (nsnapshot + 1) * Max(codeDims, 1));
 
 		memcpy(newlist, snapshot, sizeof(ItemPointerData) * nsnapshot);
 		newlist[nsnapshot] = *newtid;
-		HnswWriteNeighborList(index, tid, &self->neighbortid, dims, m, lc,
-						  snapshot, nsnapshot, newlist, nsnapshot + 1, newtid);
+		if (codeDims > 0)
+		{
+			if (nsnapshot > 0)
+				memcpy(newcodes, self->codes, (Size) nsnapshot * codeDims);
+			memcpy(newcodes + (Size) nsnapshot * codeDims, newcode, codeDims);
+		}
+		HnswWriteNeighborList(index, tid, &self->neighbortid, dims, m, lc, codec,
+							  snapshot, nsnapshot, newlist, newcodes, nsnapshot + 1,
+							  newtid, newcode);
 	}
 	else
 	{
@@ -425,12 +455,14 @@ HnswAddReverseEdge(Relation index, HnswMetric metric, int dims, int m, int lc,
 		ItemPointerData *order = palloc(sizeof(ItemPointerData) * (nsnapshot + 1));
 		int		   *selected = palloc(sizeof(int) * capacity);
 		ItemPointerData *newlist = palloc(sizeof(ItemPointerData) * capacity);
+		uint8	   *newcodes = palloc((Size) capacity * Max(codeDims, 1));
 		int			nloaded;
 		int			n = 0;
 		int			nselected;
 		bool		keepsNew = false;
 
-		HnswSearchInit(&around, index, metric, dims, m, self->vector, lc, capacity, edgecxt);
+		HnswSearchInit(&around, index, metric, dims, m, codec, self->vector, lc, capacity,
+					   edgecxt);
 		around.keepVectors = true;
 		memcpy(tids, snapshot, sizeof(ItemPointerData) * nsnapshot);
 		nloaded = HnswLoadCandidates(&around, tids, nsnapshot, loaded);
@@ -466,10 +498,13 @@ HnswAddReverseEdge(Relation index, HnswMetric metric, int dims, int m, int lc,
 			newlist[i] = order[selected[i]];
 			if (ItemPointerEquals(&newlist[i], newtid))
 				keepsNew = true;
+			if (codeDims > 0)
+				HnswCodecEncode(codec, vectors[selected[i]], newcodes + (Size) i * codeDims);
 		}
 		if (keepsNew)
-			HnswWriteNeighborList(index, tid, &self->neighbortid, dims, m, lc,
-							  snapshot, nsnapshot, newlist, nselected, newtid);
+			HnswWriteNeighborList(index, tid, &self->neighbortid, dims, m, lc, codec,
+								  snapshot, nsnapshot, newlist, newcodes, nselected,
+								  newtid, newcode);
 	}
 
 done:
@@ -515,12 +550,14 @@ InsertFirst(Relation index, int m, const float *vec, int dims,
 	if (!ItemPointerIsValid(&meta.entryTid))
 	{
 		int			level = HnswElementLevel(m, heaptid);
-		bool		isinline = HnswNeighborsFitInline(dims, m, level);
+		int			codeDims = meta.codec.dims;
+		bool		isinline = HnswNeighborsFitInline(dims, m, level, codeDims);
 		Size		esize;
 		Size		nsize = 0;
-		HnswElementTuple etup = HnswFormElement(dims, m, level, isinline, vec,
+		HnswElementTuple etup = HnswFormElement(dims, m, level, isinline, codeDims, vec,
 												fingerprint, &esize);
-		HnswNeighborTuple ntup = isinline ? NULL : HnswFormNeighborTuple(m, level, &nsize);
+		HnswNeighborTuple ntup = isinline ? NULL :
+			HnswFormNeighborTuple(m, level, codeDims, &nsize);
 		ItemPointerData etid;
 
 		etup->heaptids[0] = *heaptid;
@@ -604,7 +641,8 @@ HnswInsertVector(Relation index, const float *vec, int dims, uint32 fingerprint,
 		int			nlive = 0;
 		int			nselected;
 
-		HnswSearchInit(&search, index, metric, dims, m, vec, lc, efConstruction, tmpcxt);
+		HnswSearchInit(&search, index, metric, dims, m, &meta.codec, vec, lc, efConstruction,
+					   tmpcxt);
 		search.keepVectors = true;
 		for (int i = 0; i < nseeds; i++)
 			HnswSearchAddSeed(&search, &seeds[i]);
@@ -640,27 +678,33 @@ HnswInsertVector(Relation index, const float *vec, int dims, uint32 fingerprint,
 		{
 			edges[lc][i].tid = live[selected[i]]->tid;
 			edges[lc][i].distance = live[selected[i]]->distance;
+			if (lc == 0 && meta.codec.dims > 0)
+				HnswCodecEncode(&meta.codec, live[selected[i]]->vector, edges[lc][i].code);
 		}
 		nedges[lc] = nselected;
 	}
 
 	/* 4. Write the element with its lists */
-	isinline = HnswNeighborsFitInline(dims, m, level);
-	etup = HnswFormElement(dims, m, level, isinline, vec, fingerprint, &esize);
+	isinline = HnswNeighborsFitInline(dims, m, level, meta.codec.dims);
+	etup = HnswFormElement(dims, m, level, isinline, meta.codec.dims, vec, fingerprint,
+						   &esize);
 	etup->heaptids[0] = *heaptid;
 	etup->nheaptids = 1;
-	ntup = isinline ? NULL : HnswFormNeighborTuple(m, level, &nsize);
+	ntup = isinline ? NULL : HnswFormNeighborTuple(m, level, meta.codec.dims, &nsize);
 	slots = isinline ? HnswTupleSlots(etup, dims) : ntup->slots;
 	for (int lc = 0; lc <= top; lc++)
 		for (int i = 0; i < nedges[lc]; i++)
 			slots[HnswLevelStart(m, lc) + i] = edges[lc][i].tid;
+	for (int i = 0; i < nedges[0] && meta.codec.dims > 0; i++)
+		memcpy(HnswSlotCodes(slots, m, level) + (Size) i * meta.codec.dims,
+			   edges[0][i].code, meta.codec.dims);
 	etid = WriteElement(index, etup, esize, ntup, nsize, meta.insertPage);
 
 	/* 5. Reverse edges */
 	for (int lc = 0; lc <= top; lc++)
 		for (int i = 0; i < nedges[lc]; i++)
-			HnswAddReverseEdge(index, metric, dims, m, lc, &edges[lc][i].tid, &etid,
-						   vec, edges[lc][i].distance, tmpcxt);
+			HnswAddReverseEdge(index, metric, dims, m, &meta.codec, lc, &edges[lc][i].tid,
+							   &etid, vec, edges[lc][i].distance, tmpcxt);
 
 	/* 6. Entry point */
 	if (level > meta.entryLevel)

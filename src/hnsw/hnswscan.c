@@ -174,6 +174,7 @@ StartScan(IndexScanDesc scan)
 	ScanKey		key;
 	Latent	   *query;
 	float	   *prepared;
+	HnswCodec  *codec;
 	ItemPointerData entry;
 
 	if (scan->numberOfOrderBys == 0)
@@ -218,7 +219,9 @@ StartScan(IndexScanDesc scan)
 		return;
 	}
 
-	HnswSearchInit(&so->search, index, metric, meta.dims, m, prepared, 0,
+	codec = palloc(sizeof(HnswCodec));
+	memcpy(codec, &meta.codec, sizeof(HnswCodec));
+	HnswSearchInit(&so->search, index, metric, meta.dims, m, codec, prepared, 0,
 				   hnsw_ef_search, so->cxt);
 	so->search.queryLatent = query;
 	HnswSearchAddSeed(&so->search, &entry);
@@ -343,10 +346,10 @@ hnswendscan(IndexScanDesc scan)
 	HnswScanOpaque so = (HnswScanOpaque) scan->opaque;
 
 	if (so->started && !so->unordered)
-		elog(DEBUG1, "wdc_hnsw scan of \"%s\" read %lu buffers and %d elements",
+		elog(DEBUG1, "wdc_hnsw scan of \"%s\" read %lu buffers and %d elements, skipped %lu neighbours by their codes",
 			 RelationGetRelationName(scan->indexRelation),
 			 (unsigned long) (so->descentAccesses + so->search.bufferAccesses),
-			 so->search.nvisited);
+			 so->search.nvisited, (unsigned long) so->search.skipped);
 	if (so->claim != NULL)
 		ReleaseScanCache(so->claim);
 	else

@@ -149,30 +149,133 @@ HnswElementLevel(int m, ItemPointer heaptid)
 	return level > HNSW_MAX_LEVEL ? HNSW_MAX_LEVEL : (int) level;
 }
 
+/* Bytes of an element's slots: item pointers, then codeDims bytes per level-0 slot */
+static Size
+SlotsSize(int m, int level, int codeDims)
+{
+	return sizeof(ItemPointerData) * HnswSlotCount(m, level) +
+		(Size) codeDims * HnswLevelCapacity(m, 0);
+}
+
 /* Size of an element tuple, with or without its neighbour slots inline */
 Size
-HnswElementTupleSize(int dims, int m, int level, bool inlineNeighbors)
+HnswElementTupleSize(int dims, int m, int level, bool inlineNeighbors, int codeDims)
 {
 	Size		size = HnswElementHeaderSize + sizeof(float4) * dims;
 
 	if (inlineNeighbors)
-		size += sizeof(ItemPointerData) * HnswSlotCount(m, level);
+		size += SlotsSize(m, level, codeDims);
 	return MAXALIGN(size);
 }
 
 /* Size of a separate neighbour tuple */
 Size
-HnswNeighborTupleSize(int m, int level)
+HnswNeighborTupleSize(int m, int level, int codeDims)
 {
-	return MAXALIGN(HnswNeighborHeaderSize +
-					sizeof(ItemPointerData) * HnswSlotCount(m, level));
+	return MAXALIGN(HnswNeighborHeaderSize + SlotsSize(m, level, codeDims));
 }
 
 /* Whether an element's vector and lists fit together in one tuple */
 bool
-HnswNeighborsFitInline(int dims, int m, int level)
+HnswNeighborsFitInline(int dims, int m, int level, int codeDims)
 {
-	return HnswElementTupleSize(dims, m, level, true) <= HNSW_MAX_ITEM_SIZE;
+	return HnswElementTupleSize(dims, m, level, true, codeDims) <= HNSW_MAX_ITEM_SIZE;
+}
+
+/*
+ * Codes of the level-0 slots of an element of this level, given its slot
+ * array: codeDims bytes per slot, after the item pointers of all levels.
+ */
+uint8 *
+HnswSlotCodes(ItemPointer slots, int m, int level)
+{
+	return (uint8 *) (slots + HnswSlotCount(m, level));
+}
+
+/*
+ * Return the code width an index of these dimensions and m gets: dims, or
+ * 0 (no codes) for vectors wider than HNSW_CODE_MAX_DIMS or when the lists
+ * of an element of the top level would no longer fit on a page.
+ */
+int
+HnswCodecDims(int dims, int m)
+{
+	if (dims <= 0 || dims > HNSW_CODE_MAX_DIMS ||
+		HnswNeighborTupleSize(m, HNSW_MAX_LEVEL, dims) > HNSW_MAX_ITEM_SIZE)
+		return 0;
+	return dims;
+}
+
+/* Write the code of vector x (codec->dims bytes) to code */
+void
+HnswCodecEncode(const HnswCodec *codec, const float *x, uint8 *code)
+{
+	for (int i = 0; i < codec->dims; i++)
+	{
+		float		v = (x[i] - codec->low[i]) / codec->step[i];
+
+		/* Written so that NaN gets code 0 */
+		if (!(v >= 1.0f))
+			code[i] = 0;
+		else if (v >= HNSW_CODE_LEVELS - 1)
+			code[i] = HNSW_CODE_LEVELS - 1;
+		else
+			code[i] = (uint8) v;
+	}
+}
+
+/*
+ * Build the table of lower bounds for query: entry [i * 256 + c] bounds
+ * from below dimension i's share of the distance from query to any vector
+ * whose code has c in dimension i, so that the sum over a code's entries
+ * bounds the internal distance (HnswDistance) from below.  Code intervals
+ * are widened by a thousandth of a step so that rounding in
+ * HnswCodecEncode never puts a value outside its code's interval.
+ */
+const float *
+HnswBoundTable(const HnswCodec *codec, HnswMetric metric, const float *query,
+			   MemoryContext cxt)
+{
+	float	   *table = MemoryContextAlloc(cxt, sizeof(float) * HNSW_CODE_LEVELS * codec->dims);
+
+	for (int i = 0; i < codec->dims; i++)
+	{
+		double		q = query[i];
+		double		step = codec->step[i];
+		double		slack = step * 1e-3 + fabs((double) codec->low[i]) * 1e-6;
+		float	   *row = table + i * HNSW_CODE_LEVELS;
+
+		for (int c = 0; c < HNSW_CODE_LEVELS; c++)
+		{
+			double		lo = c == 0 ? -INFINITY : codec->low[i] + c * step - slack;
+			double		hi = c == HNSW_CODE_LEVELS - 1 ? INFINITY :
+				codec->low[i] + (c + 1) * step + slack;
+			double		gap = Max(0.0, Max(lo - q, q - hi));
+			double		bound;
+
+			switch (metric)
+			{
+				case HNSW_METRIC_L2:
+					bound = gap * gap;
+					break;
+				case HNSW_METRIC_L1:
+					bound = gap;
+					break;
+				default:
+					/* -q * x is smallest at an end of the interval */
+					if (q == 0.0)
+						bound = 0.0;
+					else
+						bound = -Max(q * lo, q * hi);
+					break;
+			}
+			/* 1 - dot for cosine: the constant goes into dimension 0 */
+			if (metric == HNSW_METRIC_COSINE && i == 0)
+				bound += 1.0;
+			row[c] = (float) bound;
+		}
+	}
+	return table;
 }
 
 /* Inline neighbour slots of an element tuple (neighbortid invalid) */
@@ -198,6 +301,7 @@ HnswInitMetaPage(Page page, int dims, int m, int efConstruction)
 
 	HnswInitPage(page);
 	meta = HnswPageGetMeta(page);
+	memset(meta, 0, sizeof(HnswMetaPageData));
 	meta->magic = HNSW_MAGIC;
 	meta->version = HNSW_FORMAT_VERSION;
 	meta->dims = dims;
@@ -356,8 +460,8 @@ CompareResultFurthest(const pairingheap_node *a, const pairingheap_node *b, void
  */
 void
 HnswSearchInit(HnswSearch *search, Relation index, HnswMetric metric,
-			   int dims, int m, const float *query, int level, int ef,
-			   MemoryContext cxt)
+			   int dims, int m, const HnswCodec *codec, const float *query,
+			   int level, int ef, MemoryContext cxt)
 {
 	MemoryContext oldcxt = MemoryContextSwitchTo(cxt);
 
@@ -367,6 +471,9 @@ HnswSearchInit(HnswSearch *search, Relation index, HnswMetric metric,
 	search->dims = dims;
 	search->m = m;
 	search->query = query;
+	/* Codes exist at level 0 only */
+	if (level == 0 && codec != NULL && codec->dims > 0)
+		search->codec = codec;
 	search->level = level;
 	search->ef = ef;
 	search->cxt = cxt;
@@ -385,9 +492,12 @@ CompareTids(const void *a, const void *b)
 	return ItemPointerCompare((ItemPointer) a, (ItemPointer) b);
 }
 
-/* Copy the neighbours of one level out of a slot array */
+/*
+ * Copy the neighbours of the search's level out of the slot array of an
+ * element of the given level, with their codes when the search uses them.
+ */
 static void
-CopyNeighbors(HnswSearch *search, HnswCandidate *c, ItemPointer slots)
+CopyNeighbors(HnswSearch *search, HnswCandidate *c, ItemPointer slots, int level)
 {
 	int			start = HnswLevelStart(search->m, search->level);
 	int			capacity = HnswLevelCapacity(search->m, search->level);
@@ -402,6 +512,14 @@ CopyNeighbors(HnswSearch *search, HnswCandidate *c, ItemPointer slots)
 		c->neighbors[n++] = slots[start + i];
 	}
 	c->nneighbors = n;
+	if (search->codec != NULL)
+	{
+		Size		codesize = (Size) n * search->codec->dims;
+
+		if (c->codes == NULL)
+			c->codes = MemoryContextAlloc(search->cxt, (Size) capacity * search->codec->dims);
+		memcpy(c->codes, HnswSlotCodes(slots, search->m, level), codesize);
+	}
 }
 
 /* Whether an element at this distance would enter the result heap now */
@@ -541,7 +659,7 @@ LoadElements(HnswSearch *search, ItemPointer tids, int n, HnswCandidate **out)
 			if (!ItemIdIsNormal(itemid))
 				continue;
 			item = (char *) PageGetItem(page, itemid);
-			for (Size b = 0; b < ItemIdGetLength(itemid) && b < 1024; b += 64)
+			for (Size b = 0; b < ItemIdGetLength(itemid) && b < 2048; b += 64)
 				__builtin_prefetch(item + b);
 		}
 
@@ -567,6 +685,7 @@ LoadElements(HnswSearch *search, ItemPointer tids, int n, HnswCandidate **out)
 			c->inResult = false;
 			c->nneighbors = 0;
 			c->neighbors = NULL;
+			c->codes = NULL;
 			c->vector = NULL;
 			c->level = etup->level;
 			c->nheaptids = etup->nheaptids;
@@ -594,7 +713,7 @@ LoadElements(HnswSearch *search, ItemPointer tids, int n, HnswCandidate **out)
 				 * most visited elements never are.  Others read it again if
 				 * a later batch expands them.
 				 */
-				CopyNeighbors(search, c, HnswTupleSlots(etup, search->dims));
+				CopyNeighbors(search, c, HnswTupleSlots(etup, search->dims), etup->level);
 				c->neighborsLoaded = true;
 			}
 			out[nout++] = c;
@@ -629,7 +748,7 @@ LoadNeighborList(HnswSearch *search, HnswCandidate *c)
 		HnswNeighborTuple ntup = HnswGetNeighborTuple(page, ItemPointerGetOffsetNumber(target));
 
 		if (ntup != NULL && ntup->level >= search->level)
-			CopyNeighbors(search, c, ntup->slots);
+			CopyNeighbors(search, c, ntup->slots, ntup->level);
 	}
 	else
 	{
@@ -638,7 +757,7 @@ LoadNeighborList(HnswSearch *search, HnswCandidate *c)
 		/* The slot may hold another element by now; then it has no edges here */
 		if (etup != NULL && etup->level == c->level && etup->level >= search->level &&
 			!ItemPointerIsValid(&etup->neighbortid))
-			CopyNeighbors(search, c, HnswTupleSlots(etup, search->dims));
+			CopyNeighbors(search, c, HnswTupleSlots(etup, search->dims), etup->level);
 	}
 	c->neighborsLoaded = true;
 	UnlockReleaseBuffer(buf);
@@ -671,7 +790,36 @@ AddCandidate(HnswSearch *search, HnswCandidate *c)
 		pairingheap_add(search->pending, &c->rnode);
 }
 
-/* Visit the unvisited neighbours of c */
+/* Remember a neighbour skipped by its bound, for the next batch */
+static void
+DeferNeighbor(HnswSearch *search, ItemPointer tid)
+{
+	if (search->ndeferred == search->maxdeferred)
+	{
+		search->maxdeferred = Max(256, search->maxdeferred * 2);
+		if (search->deferred == NULL)
+			search->deferred = MemoryContextAlloc(search->cxt,
+												  sizeof(ItemPointerData) * search->maxdeferred);
+		else
+			search->deferred = repalloc(search->deferred,
+										sizeof(ItemPointerData) * search->maxdeferred);
+	}
+	search->deferred[search->ndeferred++] = *tid;
+	search->skipped++;
+}
+
+/*
+ * Visit the unvisited neighbours of c.
+ *
+ * With neighbour codes, once the result holds ef elements, a neighbour
+ * whose lower bound (HnswBoundTable) is above the furthest result is not
+ * read.  Read, it could not enter the result, and the furthest result only
+ * comes nearer during a batch, so the search would never expand it in this
+ * batch either: the batch's result and the set of elements it expands stay
+ * the same, and only reads are saved.  Skipped neighbours are not marked
+ * visited, so another element's list can still lead to them, and the next
+ * batch reads all of them first (HnswSearchBatch).
+ */
 static void
 ExpandCandidate(HnswSearch *search, HnswCandidate *c)
 {
@@ -679,11 +827,27 @@ ExpandCandidate(HnswSearch *search, HnswCandidate *c)
 	HnswCandidate **loaded;
 	int			ntids = 0;
 	int			nloaded;
+	bool		filter = false;
+	double		limit = 0.0;
 
 	if (!c->neighborsLoaded)
 		LoadNeighborList(search, c);
 	if (c->nneighbors == 0)
 		return;
+
+	if (search->codec != NULL && c->codes != NULL && search->query != NULL &&
+		search->nresult >= search->ef)
+	{
+		double		furthest = pairingheap_container(HnswCandidate, rnode,
+													 pairingheap_first(search->result))->distance;
+
+		if (search->bounds == NULL)
+			search->bounds = HnswBoundTable(search->codec, search->metric, search->query,
+											search->cxt);
+		/* A margin for rounding in the table and in the distance kernels */
+		limit = furthest + fabs(furthest) * 1e-5;
+		filter = true;
+	}
 
 	tids = palloc(sizeof(ItemPointerData) * c->nneighbors);
 	loaded = palloc(sizeof(HnswCandidate *) * c->nneighbors);
@@ -691,9 +855,24 @@ ExpandCandidate(HnswSearch *search, HnswCandidate *c)
 	{
 		bool		found;
 
+		if (hnsw_visited_lookup(search->visited, c->neighbors[i]) != NULL)
+			continue;
+		if (filter)
+		{
+			const uint8 *code = c->codes + (Size) i * search->codec->dims;
+			const float *row = search->bounds;
+			float		bound = 0.0f;
+
+			for (int d = 0; d < search->codec->dims; d++, row += HNSW_CODE_LEVELS)
+				bound += row[code[d]];
+			if (bound > limit)
+			{
+				DeferNeighbor(search, &c->neighbors[i]);
+				continue;
+			}
+		}
 		hnsw_visited_insert(search->visited, c->neighbors[i], &found);
-		if (!found)
-			tids[ntids++] = c->neighbors[i];
+		tids[ntids++] = c->neighbors[i];
 	}
 	/*
 	 * No sort by block here: with ~20 elements per page, neighbours of one
@@ -756,6 +935,38 @@ HnswSearchBatch(HnswSearch *search, int maxVisited, HnswCandidate **out)
 		pairingheap_add(search->result, &c->rnode);
 		search->nresult++;
 	}
+
+	/*
+	 * Then read the neighbours earlier batches skipped by their bound, so
+	 * this batch starts from everything the search without codes would
+	 * have read by now.
+	 */
+	if (search->nbatches > 0 && search->ndeferred > 0)
+	{
+		ItemPointerData *tids = palloc(sizeof(ItemPointerData) * search->ndeferred);
+		HnswCandidate **loaded = palloc(sizeof(HnswCandidate *) * search->ndeferred);
+		int			ntids = 0;
+		int			nloaded;
+
+		for (int i = 0; i < search->ndeferred; i++)
+		{
+			bool		found;
+
+			hnsw_visited_insert(search->visited, search->deferred[i], &found);
+			if (!found)
+				tids[ntids++] = search->deferred[i];
+		}
+		search->ndeferred = 0;
+		nloaded = LoadElements(search, tids, ntids, loaded);
+		for (int i = 0; i < nloaded; i++)
+		{
+			search->nvisited++;
+			AddCandidate(search, loaded[i]);
+		}
+		pfree(tids);
+		pfree(loaded);
+	}
+	search->nbatches++;
 
 	/* 2. Expand candidates while they can still improve the result */
 	while (!pairingheap_is_empty(search->candidates) && search->nvisited < maxVisited)
@@ -825,7 +1036,7 @@ HnswSearchDescend(Relation index, HnswMetric metric, int dims, int m,
 	{
 		HnswSearch search;
 
-		HnswSearchInit(&search, index, metric, dims, m, query, lc, ef, levelcxt);
+		HnswSearchInit(&search, index, metric, dims, m, NULL, query, lc, ef, levelcxt);
 		search.queryLatent = queryLatent;
 		HnswSearchAddSeed(&search, entry);
 		if (HnswSearchBatch(&search, INT_MAX, best) >= 1)
@@ -863,12 +1074,12 @@ HnswLoadNeighbors(HnswSearch *search, HnswCandidate *c)
  * empty; *size receives its size on the page.
  */
 HnswElementTuple
-HnswFormElement(int dims, int m, int level, bool inlineNeighbors,
+HnswFormElement(int dims, int m, int level, bool inlineNeighbors, int codeDims,
 				const float *vec, uint32 fingerprint, Size *size)
 {
 	HnswElementTuple etup;
 
-	*size = HnswElementTupleSize(dims, m, level, inlineNeighbors);
+	*size = HnswElementTupleSize(dims, m, level, inlineNeighbors, codeDims);
 	etup = palloc0(*size);
 	etup->type = HNSW_ELEMENT_TUPLE;
 	etup->level = level;
@@ -889,11 +1100,11 @@ HnswFormElement(int dims, int m, int level, bool inlineNeighbors,
 
 /* Build a neighbour tuple with all slots empty */
 HnswNeighborTuple
-HnswFormNeighborTuple(int m, int level, Size *size)
+HnswFormNeighborTuple(int m, int level, int codeDims, Size *size)
 {
 	HnswNeighborTuple ntup;
 
-	*size = HnswNeighborTupleSize(m, level);
+	*size = HnswNeighborTupleSize(m, level, codeDims);
 	ntup = palloc0(*size);
 	ntup->type = HNSW_NEIGHBOR_TUPLE;
 	ntup->level = level;

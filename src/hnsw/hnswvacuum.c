@@ -40,6 +40,7 @@ typedef struct VacuumState
 	int			dims;
 	int			m;
 	int			efConstruction;
+	HnswCodec	codec;			/* from the metapage */
 	MemoryContext cxt;
 	hnsw_visited_hash *deleted; /* TIDs of deleted elements */
 	ItemPointerData bestTid;	/* highest live element, for the entry point */
@@ -243,7 +244,7 @@ RepairElement(VacuumState *vs, ItemPointerData tid)
 	int			level;
 
 	/* The element's vector and level */
-	HnswSearchInit(&probe, vs->index, vs->metric, vs->dims, vs->m, NULL, 0, 1, vs->cxt);
+	HnswSearchInit(&probe, vs->index, vs->metric, vs->dims, vs->m, NULL, NULL, 0, 1, vs->cxt);
 	probe.keepVectors = true;
 	probe.query = palloc0(sizeof(float) * vs->dims);
 	if (HnswLoadCandidates(&probe, &selftid, 1, &self) == 0 || self->deleted)
@@ -273,6 +274,8 @@ RepairElement(VacuumState *vs, ItemPointerData tid)
 		double	   *distances;
 		int		   *selected;
 		ItemPointerData *newlist;
+		uint8	   *newcodes;
+		int			codeDims = lc == 0 ? vs->codec.dims : 0;
 		int			nfound;
 		int			ntids = 0;
 		int			nloaded;
@@ -283,7 +286,7 @@ RepairElement(VacuumState *vs, ItemPointerData tid)
 		bool		present;
 
 		/* Search this level, seeding the next one */
-		HnswSearchInit(&graph, vs->index, vs->metric, vs->dims, vs->m, vec, lc,
+		HnswSearchInit(&graph, vs->index, vs->metric, vs->dims, vs->m, &vs->codec, vec, lc,
 					   vs->efConstruction, vs->cxt);
 		for (int i = 0; i < nseeds; i++)
 			HnswSearchAddSeed(&graph, &seeds[i]);
@@ -293,7 +296,7 @@ RepairElement(VacuumState *vs, ItemPointerData tid)
 		nseeds = nfound;
 
 		/* The current list; nothing to do unless it names a deleted element */
-		HnswSearchInit(&search, vs->index, vs->metric, vs->dims, vs->m, vec, lc,
+		HnswSearchInit(&search, vs->index, vs->metric, vs->dims, vs->m, &vs->codec, vec, lc,
 					   capacity, vs->cxt);
 		search.keepVectors = true;
 		selftid = tid;
@@ -357,6 +360,7 @@ RepairElement(VacuumState *vs, ItemPointerData tid)
 		distances = palloc(sizeof(double) * Max(nlive, 1));
 		selected = palloc(sizeof(int) * capacity);
 		newlist = palloc(sizeof(ItemPointerData) * capacity);
+		newcodes = palloc((Size) capacity * Max(codeDims, 1));
 		for (int i = 0; i < nlive; i++)
 		{
 			vectors[i] = loaded[i]->vector;
@@ -365,11 +369,16 @@ RepairElement(VacuumState *vs, ItemPointerData tid)
 		nselected = HnswSelectNeighbors(vs->metric, vs->dims, vectors, distances, nlive,
 										capacity, selected);
 		for (int i = 0; i < nselected; i++)
+		{
 			newlist[i] = loaded[selected[i]]->tid;
+			if (codeDims > 0)
+				HnswCodecEncode(&vs->codec, loaded[selected[i]]->vector,
+								newcodes + (Size) i * codeDims);
+		}
 
 		HnswWriteNeighborList(vs->index, &tid, &current->neighbortid, vs->dims, vs->m, lc,
-							  current->neighbors, current->nneighbors,
-							  newlist, nselected, NULL);
+							  &vs->codec, current->neighbors, current->nneighbors,
+							  newlist, newcodes, nselected, NULL, NULL);
 
 		/* Edges back from the new neighbours */
 		for (int i = 0; i < nselected; i++)
@@ -379,8 +388,9 @@ RepairElement(VacuumState *vs, ItemPointerData tid)
 			for (int j = 0; j < current->nneighbors && !known; j++)
 				known = ItemPointerEquals(&newlist[i], &current->neighbors[j]);
 			if (!known)
-				HnswAddReverseEdge(vs->index, vs->metric, vs->dims, vs->m, lc, &newlist[i],
-								   &tid, vec, loaded[selected[i]]->distance, vs->cxt);
+				HnswAddReverseEdge(vs->index, vs->metric, vs->dims, vs->m, &vs->codec, lc,
+								   &newlist[i], &tid, vec, loaded[selected[i]]->distance,
+								   vs->cxt);
 		}
 	}
 }
@@ -496,6 +506,7 @@ hnswbulkdelete(IndexVacuumInfo *info, IndexBulkDeleteResult *stats,
 	vs.strategy = info->strategy;
 	vs.metric = HnswGetMetric(info->index);
 	vs.dims = meta.dims;
+	vs.codec = meta.codec;
 	vs.m = HnswGetM(info->index);
 	vs.efConstruction = HnswGetEfConstruction(info->index);
 	vs.bestLevel = -1;
