@@ -24,12 +24,13 @@
  * it.  Unused slots hold an invalid item pointer and follow the used ones.
  *
  * Neighbour codes.  When the metapage's codec is set (HnswCodec), each
- * level-0 slot also carries an 8-bit scalar code of its neighbour's vector,
- * stored after all item pointers of the tuple.  A level-0 search computes
- * from the codes a lower bound on the distance of every unvisited
- * neighbour and reads only those whose bound could still enter the ef
- * best; see ExpandCandidate in hnswutils.c.  Every writer of a list
- * writes the codes with it, from the vectors it holds.
+ * slot of levels 0 to codec.maxLevel also carries an 8-bit scalar code of
+ * its neighbour's vector, stored after all item pointers of the tuple in
+ * slot order.  A search computes from the codes a lower bound on the
+ * distance of every unvisited neighbour and reads only those whose bound
+ * could still enter the ef best; see ExpandCandidate in hnswutils.c.
+ * Every writer of a list writes the codes with it, from the vectors it
+ * holds.
  */
 #ifndef WDC_HNSW_H
 #define WDC_HNSW_H
@@ -49,7 +50,7 @@
 
 /* Identification and format */
 #define HNSW_MAGIC				0x57444348	/* "WDCH" */
-#define HNSW_FORMAT_VERSION		2	/* 2: level-0 neighbour codes */
+#define HNSW_FORMAT_VERSION		2	/* 2: neighbour codes */
 #define HNSW_PAGE_ID			0xFF87
 #define HNSW_METAPAGE_BLKNO		0
 
@@ -117,7 +118,7 @@ typedef struct HnswOptions
 typedef struct HnswCodec
 {
 	uint16		dims;			/* code bytes per slot; 0 = no codes */
-	uint16		unused;
+	uint16		maxLevel;		/* highest level whose slots have codes */
 	float4		low[HNSW_CODE_MAX_DIMS];
 	float4		step[HNSW_CODE_MAX_DIMS];
 } HnswCodec;
@@ -133,7 +134,7 @@ typedef struct HnswMetaPageData
 	ItemPointerData entryTid;	/* entry point element, invalid if empty */
 	int16		entryLevel;		/* its level, -1 if empty */
 	BlockNumber insertPage;		/* last page, first tried by inserts */
-	HnswCodec	codec;			/* level-0 neighbour codes (format 2) */
+	HnswCodec	codec;			/* neighbour codes (format 2) */
 } HnswMetaPageData;
 
 typedef HnswMetaPageData *HnswMetaPage;
@@ -225,8 +226,8 @@ typedef struct HnswCandidate
 	ItemPointerData *neighbors; /* list at the search's level */
 	bool		neighborsLoaded;	/* false until a separate neighbour tuple
 									 * has been read */
-	uint8	   *codes;			/* codes of neighbors[], level-0 searches with
-								 * a codec only, else NULL */
+	uint8	   *codes;			/* codes of neighbors[] when the search uses
+								 * codes, else NULL */
 	float	   *vector;			/* copy, only when the search keeps vectors */
 	pairingheap_node cnode;		/* in the candidate heap */
 	pairingheap_node rnode;		/* in the result or the pending heap */
@@ -270,6 +271,7 @@ typedef struct HnswSearch
 	int			ndeferred;
 	int			maxdeferred;
 	int			nbatches;		/* batches handed out so far */
+	uint64		dbgExpanded, dbgBounds, dbgCopied;
 	uint64		skipped;		/* neighbours skipped by their bound, for
 								 * benchmarks */
 	MemoryContext cxt;			/* holds everything the search allocates */
@@ -287,6 +289,7 @@ typedef struct HnswSearch
 /* hnsw.c */
 extern int	hnsw_ef_search;
 extern int	hnsw_max_scan_tuples;
+extern int	hnsw_experiment;
 extern void wdc_hnsw_init(void);
 extern int	HnswGetM(Relation index);
 extern int	HnswGetEfConstruction(Relation index);
@@ -340,12 +343,14 @@ extern bool HnswPrepareVector(HnswMetric metric, const float *x, int dims, float
 extern void HnswCheckDims(Relation index, int dims);
 extern int	HnswElementLevel(int m, ItemPointer heaptid);
 extern Size HnswElementTupleSize(int dims, int m, int level, bool inlineNeighbors,
-								 int codeDims);
-extern Size HnswNeighborTupleSize(int m, int level, int codeDims);
-extern bool HnswNeighborsFitInline(int dims, int m, int level, int codeDims);
+								 const HnswCodec *codec);
+extern Size HnswNeighborTupleSize(int m, int level, const HnswCodec *codec);
+extern bool HnswNeighborsFitInline(int dims, int m, int level, const HnswCodec *codec);
 extern ItemPointer HnswTupleSlots(HnswElementTuple etup, int dims);
-extern uint8 *HnswSlotCodes(ItemPointer slots, int m, int level);
-extern int	HnswCodecDims(int dims, int m);
+extern int	HnswLevelCodeDims(const HnswCodec *codec, int lc);
+extern uint8 *HnswSlotCode(ItemPointer slots, int m, int level, const HnswCodec *codec,
+						   int slot);
+extern void HnswCodecSetLayout(HnswCodec *codec, int dims, int m);
 extern void HnswCodecEncode(const HnswCodec *codec, const float *x, uint8 *code);
 extern const float *HnswBoundTable(const HnswCodec *codec, HnswMetric metric,
 								   const float *query, MemoryContext cxt);
@@ -365,12 +370,14 @@ extern int	HnswLoadCandidates(HnswSearch *search, ItemPointer tids, int n,
 							   HnswCandidate **out);
 extern void HnswLoadNeighbors(HnswSearch *search, HnswCandidate *c);
 extern HnswElementTuple HnswFormElement(int dims, int m, int level, bool inlineNeighbors,
-										int codeDims, const float *vec, uint32 fingerprint,
-										Size *size);
-extern HnswNeighborTuple HnswFormNeighborTuple(int m, int level, int codeDims, Size *size);
+										const HnswCodec *codec, const float *vec,
+										uint32 fingerprint, Size *size);
+extern HnswNeighborTuple HnswFormNeighborTuple(int m, int level, const HnswCodec *codec,
+											   Size *size);
 extern int	HnswSearchBatch(HnswSearch *search, int maxVisited, HnswCandidate **out);
 extern void HnswSearchSweep(HnswSearch *search, int maxVisited);
 extern void HnswSearchDescend(Relation index, HnswMetric metric, int dims, int m,
+							  const HnswCodec *codec, const float *bounds,
 							  const float *query, const Latent *queryLatent,
 							  const HnswMetaPageData *meta, int toLevel, int ef,
 							  ItemPointer entry, uint64 *bufferAccesses,

@@ -642,7 +642,7 @@ FitCodec(HnswBuildState *bs)
 	memset(codec, 0, sizeof(HnswCodec));
 	if (bs->nelements == 0)
 		return;
-	codec->dims = HnswCodecDims(bs->dims, bs->m);
+	HnswCodecSetLayout(codec, bs->dims, bs->m);
 	for (int i = 0; i < codec->dims; i++)
 	{
 		float		lo = bs->elements[0].vec[i];
@@ -675,7 +675,8 @@ FillSlots(HnswBuildState *bs, BuildElement *e, ItemPointer slots)
 {
 	int			nslots = HnswSlotCount(bs->m, e->level);
 	int			codeDims = bs->codec.dims;
-	uint8	   *codes = HnswSlotCodes(slots, bs->m, e->level);
+	int			ncoded = codeDims > 0 ?
+		HnswSlotCount(bs->m, Min(e->level, bs->codec.maxLevel)) : 0;
 
 	for (int i = 0; i < nslots; i++)
 	{
@@ -684,10 +685,10 @@ FillSlots(HnswBuildState *bs, BuildElement *e, ItemPointer slots)
 		else
 			ItemPointerSetInvalid(&slots[i]);
 	}
-	for (int i = 0; i < HnswLevelCapacity(bs->m, 0) && codeDims > 0; i++)
+	for (int i = 0; i < ncoded; i++)
 	{
 		if (e->slots[i] >= 0)
-			memcpy(codes + (Size) i * codeDims,
+			memcpy(HnswSlotCode(slots, bs->m, e->level, &bs->codec, i),
 				   bs->codes + (Size) e->slots[i] * codeDims, codeDims);
 	}
 }
@@ -736,15 +737,15 @@ WriteGraph(HnswBuildState *bs)
 	{
 		BuildElement *e = &bs->elements[order[i]];
 		bool		isinline = HnswNeighborsFitInline(bs->dims, bs->m, e->level,
-													  bs->codec.dims);
+													  &bs->codec);
 
 		e->tid = LayoutPlace(&cur, HnswElementTupleSize(bs->dims, bs->m, e->level, isinline,
-														bs->codec.dims));
+														&bs->codec));
 		if (isinline)
 			ItemPointerSetInvalid(&e->ntid);
 		else
 			e->ntid = LayoutPlace(&cur, HnswNeighborTupleSize(bs->m, e->level,
-															  bs->codec.dims));
+															  &bs->codec));
 	}
 
 	/* 3b. Write the pages */
@@ -756,7 +757,7 @@ WriteGraph(HnswBuildState *bs)
 		bool		isinline = !ItemPointerIsValid(&e->ntid);
 		Size		esize;
 		HnswElementTuple etup = HnswFormElement(bs->dims, bs->m, e->level, isinline,
-												bs->codec.dims, e->vec, e->fingerprint,
+												&bs->codec, e->vec, e->fingerprint,
 												&esize);
 
 		memcpy(etup->heaptids, e->heaptids, sizeof(e->heaptids));
@@ -771,7 +772,7 @@ WriteGraph(HnswBuildState *bs)
 		if (!isinline)
 		{
 			Size		nsize;
-			HnswNeighborTuple ntup = HnswFormNeighborTuple(bs->m, e->level, bs->codec.dims,
+			HnswNeighborTuple ntup = HnswFormNeighborTuple(bs->m, e->level, &bs->codec,
 														   &nsize);
 
 			ntup->elementtid = e->tid;

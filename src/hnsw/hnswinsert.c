@@ -39,7 +39,7 @@ typedef struct HnswNewEdge
 {
 	ItemPointerData tid;
 	double		distance;
-	uint8		code[HNSW_CODE_MAX_DIMS];	/* level 0 with a codec only */
+	uint8		code[HNSW_CODE_MAX_DIMS];	/* on levels with codes only */
 } HnswNewEdge;
 
 /*
@@ -294,8 +294,8 @@ ListContains(const ItemPointerData *list, int n, ItemPointer tid)
 /*
  * Write newlist into the level-lc list of the element at etid if the list
  * still equals snapshot; otherwise put newtid (unless NULL) in a free slot
- * if there is one and it is not there yet.  At level 0 of an index with a
- * codec, newcodes holds the codes of newlist (codec->dims bytes each) and
+ * if there is one and it is not there yet.  On a level with codes,
+ * newcodes holds the codes of newlist (codec->dims bytes each) and
  * newtidcode that of newtid.
  */
 void
@@ -312,8 +312,9 @@ HnswWriteNeighborList(Relation index, ItemPointer etid, ItemPointer neighbortid,
 	Page		page;
 	ItemPointer slots = NULL;
 	uint8	   *codes = NULL;
-	int			codeDims = lc == 0 ? codec->dims : 0;
+	int			codeDims = HnswLevelCodeDims(codec, lc);
 	int			capacity = HnswLevelCapacity(m, lc);
+	int			start = HnswLevelStart(m, lc);
 	bool		same = true;
 	bool		changed = false;
 
@@ -329,7 +330,8 @@ HnswWriteNeighborList(Relation index, ItemPointer etid, ItemPointer neighbortid,
 		if (etup != NULL && etup->level >= lc && !ItemPointerIsValid(&etup->neighbortid))
 		{
 			slots = HnswTupleSlots(etup, dims);
-			codes = HnswSlotCodes(slots, m, etup->level);
+			if (codeDims > 0)
+				codes = HnswSlotCode(slots, m, etup->level, codec, start);
 		}
 	}
 	else
@@ -339,13 +341,14 @@ HnswWriteNeighborList(Relation index, ItemPointer etid, ItemPointer neighbortid,
 		if (ntup != NULL && ntup->level >= lc && ItemPointerEquals(&ntup->elementtid, etid))
 		{
 			slots = ntup->slots;
-			codes = HnswSlotCodes(slots, m, ntup->level);
+			if (codeDims > 0)
+				codes = HnswSlotCode(slots, m, ntup->level, codec, start);
 		}
 	}
 
 	if (slots != NULL)
 	{
-		ItemPointer list = slots + HnswLevelStart(m, lc);
+		ItemPointer list = slots + start;
 
 		for (int i = 0; i < capacity && same; i++)
 		{
@@ -410,7 +413,7 @@ HnswAddReverseEdge(Relation index, HnswMetric metric, int dims, int m,
 	ItemPointerData selftid = *tid;
 	ItemPointerData *snapshot;
 	int			nsnapshot;
-	int			codeDims = lc == 0 ? codec->dims : 0;
+	int			codeDims = HnswLevelCodeDims(codec, lc);
 	uint8		newcode[HNSW_CODE_MAX_DIMS];
 
 	if (codeDims > 0)
@@ -550,14 +553,13 @@ InsertFirst(Relation index, int m, const float *vec, int dims,
 	if (!ItemPointerIsValid(&meta.entryTid))
 	{
 		int			level = HnswElementLevel(m, heaptid);
-		int			codeDims = meta.codec.dims;
-		bool		isinline = HnswNeighborsFitInline(dims, m, level, codeDims);
+		bool		isinline = HnswNeighborsFitInline(dims, m, level, &meta.codec);
 		Size		esize;
 		Size		nsize = 0;
-		HnswElementTuple etup = HnswFormElement(dims, m, level, isinline, codeDims, vec,
+		HnswElementTuple etup = HnswFormElement(dims, m, level, isinline, &meta.codec, vec,
 												fingerprint, &esize);
 		HnswNeighborTuple ntup = isinline ? NULL :
-			HnswFormNeighborTuple(m, level, codeDims, &nsize);
+			HnswFormNeighborTuple(m, level, &meta.codec, &nsize);
 		ItemPointerData etid;
 
 		etup->heaptids[0] = *heaptid;
@@ -591,6 +593,7 @@ HnswInsertVector(Relation index, const float *vec, int dims, uint32 fingerprint,
 	HnswNewEdge **edges;
 	int		   *nedges;
 	HnswCandidate **found;
+	const float *bounds = NULL;
 	bool		isinline;
 	Size		esize;
 	Size		nsize = 0;
@@ -619,8 +622,10 @@ HnswInsertVector(Relation index, const float *vec, int dims, uint32 fingerprint,
 	/* 2. Descend, then search and choose neighbours level by level */
 	level = HnswElementLevel(m, heaptid);
 	top = Min(level, meta.entryLevel);
-	HnswSearchDescend(index, metric, dims, m, vec, NULL, &meta, top, HNSW_INSERT_DESCENT_EF,
-					  &entry, NULL, tmpcxt);
+	if (meta.codec.dims > 0)
+		bounds = HnswBoundTable(&meta.codec, metric, vec, tmpcxt);
+	HnswSearchDescend(index, metric, dims, m, &meta.codec, bounds, vec, NULL, &meta, top,
+					  HNSW_INSERT_DESCENT_EF, &entry, NULL, tmpcxt);
 
 	edges = palloc0(sizeof(HnswNewEdge *) * (level + 1));
 	nedges = palloc0(sizeof(int) * (level + 1));
@@ -643,6 +648,8 @@ HnswInsertVector(Relation index, const float *vec, int dims, uint32 fingerprint,
 
 		HnswSearchInit(&search, index, metric, dims, m, &meta.codec, vec, lc, efConstruction,
 					   tmpcxt);
+		if (search.codec != NULL)
+			search.bounds = bounds;
 		search.keepVectors = true;
 		for (int i = 0; i < nseeds; i++)
 			HnswSearchAddSeed(&search, &seeds[i]);
@@ -678,26 +685,30 @@ HnswInsertVector(Relation index, const float *vec, int dims, uint32 fingerprint,
 		{
 			edges[lc][i].tid = live[selected[i]]->tid;
 			edges[lc][i].distance = live[selected[i]]->distance;
-			if (lc == 0 && meta.codec.dims > 0)
+			if (HnswLevelCodeDims(&meta.codec, lc) > 0)
 				HnswCodecEncode(&meta.codec, live[selected[i]]->vector, edges[lc][i].code);
 		}
 		nedges[lc] = nselected;
 	}
 
 	/* 4. Write the element with its lists */
-	isinline = HnswNeighborsFitInline(dims, m, level, meta.codec.dims);
-	etup = HnswFormElement(dims, m, level, isinline, meta.codec.dims, vec, fingerprint,
+	isinline = HnswNeighborsFitInline(dims, m, level, &meta.codec);
+	etup = HnswFormElement(dims, m, level, isinline, &meta.codec, vec, fingerprint,
 						   &esize);
 	etup->heaptids[0] = *heaptid;
 	etup->nheaptids = 1;
-	ntup = isinline ? NULL : HnswFormNeighborTuple(m, level, meta.codec.dims, &nsize);
+	ntup = isinline ? NULL : HnswFormNeighborTuple(m, level, &meta.codec, &nsize);
 	slots = isinline ? HnswTupleSlots(etup, dims) : ntup->slots;
 	for (int lc = 0; lc <= top; lc++)
+	{
 		for (int i = 0; i < nedges[lc]; i++)
+		{
 			slots[HnswLevelStart(m, lc) + i] = edges[lc][i].tid;
-	for (int i = 0; i < nedges[0] && meta.codec.dims > 0; i++)
-		memcpy(HnswSlotCodes(slots, m, level) + (Size) i * meta.codec.dims,
-			   edges[0][i].code, meta.codec.dims);
+			if (HnswLevelCodeDims(&meta.codec, lc) > 0)
+				memcpy(HnswSlotCode(slots, m, level, &meta.codec, HnswLevelStart(m, lc) + i),
+					   edges[lc][i].code, meta.codec.dims);
+		}
+	}
 	etid = WriteElement(index, etup, esize, ntup, nsize, meta.insertPage);
 
 	/* 5. Reverse edges */

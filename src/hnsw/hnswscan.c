@@ -175,6 +175,7 @@ StartScan(IndexScanDesc scan)
 	Latent	   *query;
 	float	   *prepared;
 	HnswCodec  *codec;
+	const float *bounds = NULL;
 	ItemPointerData entry;
 
 	if (scan->numberOfOrderBys == 0)
@@ -211,7 +212,13 @@ StartScan(IndexScanDesc scan)
 		return;
 	}
 
-	HnswSearchDescend(index, metric, meta.dims, m, prepared, query, &meta, 0,
+	/* One bound table serves every level of the query */
+	codec = palloc(sizeof(HnswCodec));
+	memcpy(codec, &meta.codec, sizeof(HnswCodec));
+	if (codec->dims > 0)
+		bounds = HnswBoundTable(codec, metric, prepared, so->cxt);
+
+	HnswSearchDescend(index, metric, meta.dims, m, codec, bounds, prepared, query, &meta, 0,
 					  HNSW_SCAN_DESCENT_EF, &entry, &so->descentAccesses, so->cxt);
 	if (!ItemPointerIsValid(&entry))
 	{
@@ -219,10 +226,10 @@ StartScan(IndexScanDesc scan)
 		return;
 	}
 
-	codec = palloc(sizeof(HnswCodec));
-	memcpy(codec, &meta.codec, sizeof(HnswCodec));
 	HnswSearchInit(&so->search, index, metric, meta.dims, m, codec, prepared, 0,
 				   hnsw_ef_search, so->cxt);
+	if (so->search.codec != NULL)
+		so->search.bounds = bounds;
 	so->search.queryLatent = query;
 	HnswSearchAddSeed(&so->search, &entry);
 	so->batch = palloc(sizeof(HnswCandidate *) * hnsw_ef_search);
@@ -346,10 +353,10 @@ hnswendscan(IndexScanDesc scan)
 	HnswScanOpaque so = (HnswScanOpaque) scan->opaque;
 
 	if (so->started && !so->unordered)
-		elog(DEBUG1, "wdc_hnsw scan of \"%s\" read %lu buffers and %d elements, skipped %lu neighbours by their codes",
+		elog(DEBUG1, "wdc_hnsw scan of \"%s\" read %lu buffers (descent %lu) and %d elements, skipped %lu neighbours by their codes exp %lu bounds %lu copied %lu",
 			 RelationGetRelationName(scan->indexRelation),
-			 (unsigned long) (so->descentAccesses + so->search.bufferAccesses),
-			 so->search.nvisited, (unsigned long) so->search.skipped);
+			 (unsigned long) (so->descentAccesses + so->search.bufferAccesses), (unsigned long) so->descentAccesses,
+			 so->search.nvisited, (unsigned long) so->search.skipped, so->search.dbgExpanded, so->search.dbgBounds, so->search.dbgCopied);
 	if (so->claim != NULL)
 		ReleaseScanCache(so->claim);
 	else

@@ -149,61 +149,94 @@ HnswElementLevel(int m, ItemPointer heaptid)
 	return level > HNSW_MAX_LEVEL ? HNSW_MAX_LEVEL : (int) level;
 }
 
-/* Bytes of an element's slots: item pointers, then codeDims bytes per level-0 slot */
-static Size
-SlotsSize(int m, int level, int codeDims)
+/* Slots of an element of this level that carry codes (levels 0 to maxLevel) */
+static int
+CodedSlots(int m, int level, const HnswCodec *codec)
 {
-	return sizeof(ItemPointerData) * HnswSlotCount(m, level) +
-		(Size) codeDims * HnswLevelCapacity(m, 0);
+	if (codec == NULL || codec->dims == 0)
+		return 0;
+	return HnswSlotCount(m, Min(level, codec->maxLevel));
+}
+
+/* Bytes of an element's slots: item pointers, then the codes */
+static Size
+SlotsSize(int m, int level, const HnswCodec *codec)
+{
+	Size		size = sizeof(ItemPointerData) * HnswSlotCount(m, level);
+
+	if (codec != NULL)
+		size += (Size) codec->dims * CodedSlots(m, level, codec);
+	return size;
 }
 
 /* Size of an element tuple, with or without its neighbour slots inline */
 Size
-HnswElementTupleSize(int dims, int m, int level, bool inlineNeighbors, int codeDims)
+HnswElementTupleSize(int dims, int m, int level, bool inlineNeighbors,
+					 const HnswCodec *codec)
 {
 	Size		size = HnswElementHeaderSize + sizeof(float4) * dims;
 
 	if (inlineNeighbors)
-		size += SlotsSize(m, level, codeDims);
+		size += SlotsSize(m, level, codec);
 	return MAXALIGN(size);
 }
 
 /* Size of a separate neighbour tuple */
 Size
-HnswNeighborTupleSize(int m, int level, int codeDims)
+HnswNeighborTupleSize(int m, int level, const HnswCodec *codec)
 {
-	return MAXALIGN(HnswNeighborHeaderSize + SlotsSize(m, level, codeDims));
+	return MAXALIGN(HnswNeighborHeaderSize + SlotsSize(m, level, codec));
 }
 
 /* Whether an element's vector and lists fit together in one tuple */
 bool
-HnswNeighborsFitInline(int dims, int m, int level, int codeDims)
+HnswNeighborsFitInline(int dims, int m, int level, const HnswCodec *codec)
 {
-	return HnswElementTupleSize(dims, m, level, true, codeDims) <= HNSW_MAX_ITEM_SIZE;
+	return HnswElementTupleSize(dims, m, level, true, codec) <= HNSW_MAX_ITEM_SIZE;
+}
+
+/* Code bytes per slot at level lc: 0 where the slots carry no codes */
+int
+HnswLevelCodeDims(const HnswCodec *codec, int lc)
+{
+	if (codec == NULL || lc > codec->maxLevel)
+		return 0;
+	return codec->dims;
 }
 
 /*
- * Codes of the level-0 slots of an element of this level, given its slot
- * array: codeDims bytes per slot, after the item pointers of all levels.
+ * Code of slot number slot (counted over all levels, as HnswLevelStart
+ * does) of an element of this level, given its slot array.  Only slots of
+ * levels 0 to codec->maxLevel have one.
  */
 uint8 *
-HnswSlotCodes(ItemPointer slots, int m, int level)
+HnswSlotCode(ItemPointer slots, int m, int level, const HnswCodec *codec, int slot)
 {
-	return (uint8 *) (slots + HnswSlotCount(m, level));
+	return (uint8 *) (slots + HnswSlotCount(m, level)) + (Size) slot * codec->dims;
 }
 
 /*
- * Return the code width an index of these dimensions and m gets: dims, or
- * 0 (no codes) for vectors wider than HNSW_CODE_MAX_DIMS or when the lists
- * of an element of the top level would no longer fit on a page.
+ * Set the code width and the highest coded level of an index with these
+ * dimensions and m.  Vectors wider than HNSW_CODE_MAX_DIMS get no codes.
+ * Otherwise the levels from 0 up get codes as far as the lists of an
+ * element of level HNSW_MAX_LEVEL still fit on a page.
  */
-int
-HnswCodecDims(int dims, int m)
+void
+HnswCodecSetLayout(HnswCodec *codec, int dims, int m)
 {
-	if (dims <= 0 || dims > HNSW_CODE_MAX_DIMS ||
-		HnswNeighborTupleSize(m, HNSW_MAX_LEVEL, dims) > HNSW_MAX_ITEM_SIZE)
-		return 0;
-	return dims;
+	codec->dims = 0;
+	codec->maxLevel = 0;
+	if (dims <= 0 || dims > HNSW_CODE_MAX_DIMS)
+		return;
+	codec->dims = dims;
+	for (int level = HNSW_MAX_LEVEL; level >= 0; level--)
+	{
+		codec->maxLevel = level;
+		if (HnswNeighborTupleSize(m, HNSW_MAX_LEVEL, codec) <= HNSW_MAX_ITEM_SIZE)
+			return;
+	}
+	codec->dims = 0;
+	codec->maxLevel = 0;
 }
 
 /* Write the code of vector x (codec->dims bytes) to code */
@@ -237,42 +270,54 @@ HnswBoundTable(const HnswCodec *codec, HnswMetric metric, const float *query,
 			   MemoryContext cxt)
 {
 	float	   *table = MemoryContextAlloc(cxt, sizeof(float) * HNSW_CODE_LEVELS * codec->dims);
+	const int	top = HNSW_CODE_LEVELS - 1;
 
 	for (int i = 0; i < codec->dims; i++)
 	{
-		double		q = query[i];
-		double		step = codec->step[i];
-		double		slack = step * 1e-3 + fabs((double) codec->low[i]) * 1e-6;
+		float		q = query[i];
+		float		step = codec->step[i];
+		float		slack = step * 1e-3f + fabsf(codec->low[i]) * 1e-6f;
+		float		offset = q - codec->low[i];
 		float	   *row = table + i * HNSW_CODE_LEVELS;
 
-		for (int c = 0; c < HNSW_CODE_LEVELS; c++)
+		switch (metric)
 		{
-			double		lo = c == 0 ? -INFINITY : codec->low[i] + c * step - slack;
-			double		hi = c == HNSW_CODE_LEVELS - 1 ? INFINITY :
-				codec->low[i] + (c + 1) * step + slack;
-			double		gap = Max(0.0, Max(lo - q, q - hi));
-			double		bound;
+			case HNSW_METRIC_L2:
+			case HNSW_METRIC_L1:
+				/* Distance from q to the interval; code 0 open below, 255 above */
+				for (int c = 0; c < HNSW_CODE_LEVELS; c++)
+				{
+					float		below = c * step - slack - offset;
+					float		above = offset - (c + 1) * step - slack;
+					float		gap;
 
-			switch (metric)
-			{
-				case HNSW_METRIC_L2:
-					bound = gap * gap;
-					break;
-				case HNSW_METRIC_L1:
-					bound = gap;
-					break;
-				default:
-					/* -q * x is smallest at an end of the interval */
-					if (q == 0.0)
-						bound = 0.0;
+					if (c == 0)
+						below = 0.0f;
+					if (c == top)
+						above = 0.0f;
+					gap = Max(0.0f, Max(below, above));
+					row[c] = metric == HNSW_METRIC_L2 ? gap * gap : gap;
+				}
+				break;
+			case HNSW_METRIC_COSINE:
+			case HNSW_METRIC_IP:
+				/* -q * x is smallest at the interval's end in the direction of q */
+				for (int c = 0; c < HNSW_CODE_LEVELS; c++)
+				{
+					if (q > 0.0f)
+						row[c] = c == top ? -INFINITY :
+							-q * (codec->low[i] + (c + 1) * step + slack);
+					else if (q < 0.0f)
+						row[c] = c == 0 ? -INFINITY :
+							-q * (codec->low[i] + c * step - slack);
 					else
-						bound = -Max(q * lo, q * hi);
-					break;
-			}
-			/* 1 - dot for cosine: the constant goes into dimension 0 */
-			if (metric == HNSW_METRIC_COSINE && i == 0)
-				bound += 1.0;
-			row[c] = (float) bound;
+						row[c] = 0.0f;
+				}
+				/* 1 - dot for cosine: the constant goes into dimension 0 */
+				if (metric == HNSW_METRIC_COSINE && i == 0)
+					for (int c = 0; c < HNSW_CODE_LEVELS; c++)
+						row[c] += 1.0f;
+				break;
 		}
 	}
 	return table;
@@ -471,8 +516,7 @@ HnswSearchInit(HnswSearch *search, Relation index, HnswMetric metric,
 	search->dims = dims;
 	search->m = m;
 	search->query = query;
-	/* Codes exist at level 0 only */
-	if (level == 0 && codec != NULL && codec->dims > 0)
+	if (HnswLevelCodeDims(codec, level) > 0)
 		search->codec = codec;
 	search->level = level;
 	search->ef = ef;
@@ -512,13 +556,13 @@ CopyNeighbors(HnswSearch *search, HnswCandidate *c, ItemPointer slots, int level
 		c->neighbors[n++] = slots[start + i];
 	}
 	c->nneighbors = n;
-	if (search->codec != NULL)
+	search->dbgCopied++;
+	if (search->codec != NULL && n > 0)
 	{
-		Size		codesize = (Size) n * search->codec->dims;
-
 		if (c->codes == NULL)
 			c->codes = MemoryContextAlloc(search->cxt, (Size) capacity * search->codec->dims);
-		memcpy(c->codes, HnswSlotCodes(slots, search->m, level), codesize);
+		memcpy(c->codes, HnswSlotCode(slots, search->m, level, search->codec, start),
+			   (Size) n * search->codec->dims);
 	}
 }
 
@@ -705,13 +749,18 @@ LoadElements(HnswSearch *search, ItemPointer tids, int n, HnswCandidate **out)
 				c->nneighbors = 0;	/* stale link from a higher level: no edges */
 				c->neighborsLoaded = true;
 			}
-			else if (!ItemPointerIsValid(&etup->neighbortid) && WillEnterResult(search, c->distance))
+			else if (!ItemPointerIsValid(&etup->neighbortid) && search->codec == NULL &&
+					 WillEnterResult(search, c->distance))
 			{
 				/*
 				 * Copy the list now only for an element that enters the
 				 * result set: only those are expanded in this batch, and
 				 * most visited elements never are.  Others read it again if
-				 * a later batch expands them.
+				 * a later batch expands them.  With codes, the list is read
+				 * again when the element is expanded: the codes made the
+				 * copy several times larger, most elements that enter the
+				 * result leave it before they are expanded, and the copies
+				 * cost more than the second buffer access.
 				 */
 				CopyNeighbors(search, c, HnswTupleSlots(etup, search->dims), etup->level);
 				c->neighborsLoaded = true;
@@ -832,6 +881,7 @@ ExpandCandidate(HnswSearch *search, HnswCandidate *c)
 
 	if (!c->neighborsLoaded)
 		LoadNeighborList(search, c);
+	search->dbgExpanded++;
 	if (c->nneighbors == 0)
 		return;
 
@@ -865,6 +915,7 @@ ExpandCandidate(HnswSearch *search, HnswCandidate *c)
 
 			for (int d = 0; d < search->codec->dims; d++, row += HNSW_CODE_LEVELS)
 				bound += row[code[d]];
+			search->dbgBounds++;
 			if (bound > limit)
 			{
 				DeferNeighbor(search, &c->neighbors[i]);
@@ -1019,10 +1070,12 @@ HnswSearchBatch(HnswSearch *search, int maxVisited, HnswCandidate **out)
  * level 0 then never reaches the query's.  Scans pass a small ef, because
  * every query pays for the descent.  Inserts and VACUUM's repairs pass a
  * larger one, because an element linked into the wrong cluster stays hard
- * to find for every later search.
+ * to find for every later search.  Levels with codes use bounds (the
+ * caller's HnswBoundTable of query, or NULL to build one per level).
  */
 void
 HnswSearchDescend(Relation index, HnswMetric metric, int dims, int m,
+				  const HnswCodec *codec, const float *bounds,
 				  const float *query, const Latent *queryLatent,
 				  const HnswMetaPageData *meta, int toLevel, int ef,
 				  ItemPointer entry, uint64 *bufferAccesses, MemoryContext cxt)
@@ -1036,7 +1089,9 @@ HnswSearchDescend(Relation index, HnswMetric metric, int dims, int m,
 	{
 		HnswSearch search;
 
-		HnswSearchInit(&search, index, metric, dims, m, NULL, query, lc, ef, levelcxt);
+		HnswSearchInit(&search, index, metric, dims, m, codec, query, lc, ef, levelcxt);
+		if (search.codec != NULL)
+			search.bounds = bounds;
 		search.queryLatent = queryLatent;
 		HnswSearchAddSeed(&search, entry);
 		if (HnswSearchBatch(&search, INT_MAX, best) >= 1)
@@ -1074,12 +1129,12 @@ HnswLoadNeighbors(HnswSearch *search, HnswCandidate *c)
  * empty; *size receives its size on the page.
  */
 HnswElementTuple
-HnswFormElement(int dims, int m, int level, bool inlineNeighbors, int codeDims,
-				const float *vec, uint32 fingerprint, Size *size)
+HnswFormElement(int dims, int m, int level, bool inlineNeighbors,
+				const HnswCodec *codec, const float *vec, uint32 fingerprint, Size *size)
 {
 	HnswElementTuple etup;
 
-	*size = HnswElementTupleSize(dims, m, level, inlineNeighbors, codeDims);
+	*size = HnswElementTupleSize(dims, m, level, inlineNeighbors, codec);
 	etup = palloc0(*size);
 	etup->type = HNSW_ELEMENT_TUPLE;
 	etup->level = level;
@@ -1100,11 +1155,11 @@ HnswFormElement(int dims, int m, int level, bool inlineNeighbors, int codeDims,
 
 /* Build a neighbour tuple with all slots empty */
 HnswNeighborTuple
-HnswFormNeighborTuple(int m, int level, int codeDims, Size *size)
+HnswFormNeighborTuple(int m, int level, const HnswCodec *codec, Size *size)
 {
 	HnswNeighborTuple ntup;
 
-	*size = HnswNeighborTupleSize(m, level, codeDims);
+	*size = HnswNeighborTupleSize(m, level, codec);
 	ntup = palloc0(*size);
 	ntup->type = HNSW_NEIGHBOR_TUPLE;
 	ntup->level = level;

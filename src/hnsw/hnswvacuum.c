@@ -242,6 +242,7 @@ RepairElement(VacuumState *vs, ItemPointerData tid)
 	HnswCandidate **found;
 	float	   *vec;
 	int			level;
+	const float *bounds = NULL;
 
 	/* The element's vector and level */
 	HnswSearchInit(&probe, vs->index, vs->metric, vs->dims, vs->m, NULL, NULL, 0, 1, vs->cxt);
@@ -255,8 +256,10 @@ RepairElement(VacuumState *vs, ItemPointerData tid)
 	/* Descend to the element's level */
 	HnswReadMeta(vs->index, &meta);
 	level = Min(level, meta.entryLevel);
-	HnswSearchDescend(vs->index, vs->metric, vs->dims, vs->m, vec, NULL, &meta, level,
-					  HNSW_INSERT_DESCENT_EF, &entry, NULL, vs->cxt);
+	if (vs->codec.dims > 0)
+		bounds = HnswBoundTable(&vs->codec, vs->metric, vec, vs->cxt);
+	HnswSearchDescend(vs->index, vs->metric, vs->dims, vs->m, &vs->codec, bounds, vec, NULL,
+					  &meta, level, HNSW_INSERT_DESCENT_EF, &entry, NULL, vs->cxt);
 	found = palloc(sizeof(HnswCandidate *) * vs->efConstruction);
 	seeds = palloc(sizeof(ItemPointerData) * vs->efConstruction);
 	seeds[0] = entry;
@@ -275,7 +278,7 @@ RepairElement(VacuumState *vs, ItemPointerData tid)
 		int		   *selected;
 		ItemPointerData *newlist;
 		uint8	   *newcodes;
-		int			codeDims = lc == 0 ? vs->codec.dims : 0;
+		int			codeDims = HnswLevelCodeDims(&vs->codec, lc);
 		int			nfound;
 		int			ntids = 0;
 		int			nloaded;
@@ -288,6 +291,8 @@ RepairElement(VacuumState *vs, ItemPointerData tid)
 		/* Search this level, seeding the next one */
 		HnswSearchInit(&graph, vs->index, vs->metric, vs->dims, vs->m, &vs->codec, vec, lc,
 					   vs->efConstruction, vs->cxt);
+		if (graph.codec != NULL)
+			graph.bounds = bounds;
 		for (int i = 0; i < nseeds; i++)
 			HnswSearchAddSeed(&graph, &seeds[i]);
 		nfound = HnswSearchBatch(&graph, INT_MAX, found);

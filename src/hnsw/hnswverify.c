@@ -89,8 +89,7 @@ CheckList(VerifyState *vs, hnsw_visited_hash *elements, BlockNumber blkno,
 		  ItemPointer slots)
 {
 	int			m = meta->m;
-	int			codeDims = lc == 0 ? meta->codec.dims : 0;
-	const uint8 *codes = HnswSlotCodes(slots, m, level);
+	int			codeDims = HnswLevelCodeDims(&meta->codec, lc);
 	int			capacity = HnswLevelCapacity(m, lc);
 	const ItemPointerData *list = slots + HnswLevelStart(m, lc);
 	ItemPointerData self;
@@ -123,9 +122,11 @@ CheckList(VerifyState *vs, hnsw_visited_hash *elements, BlockNumber blkno,
 			Report(vs, blkno, off, "level %d list names (%u,%u), whose level is %d",
 				   lc, ItemPointerGetBlockNumber(&t), ItemPointerGetOffsetNumber(&t),
 				   target->level);
-		else if (codeDims > 0 && memcmp(codes + (Size) i * codeDims, target->code, codeDims) != 0)
-			Report(vs, blkno, off, "level 0 slot %d has a code that differs from the code of (%u,%u)",
-				   i, ItemPointerGetBlockNumber(&t), ItemPointerGetOffsetNumber(&t));
+		else if (codeDims > 0 &&
+				 memcmp(HnswSlotCode(slots, m, level, &meta->codec, HnswLevelStart(m, lc) + i),
+						target->code, codeDims) != 0)
+			Report(vs, blkno, off, "level %d slot %d has a code that differs from the code of (%u,%u)",
+				   lc, i, ItemPointerGetBlockNumber(&t), ItemPointerGetOffsetNumber(&t));
 	}
 }
 
@@ -176,11 +177,18 @@ hnsw_verify(PG_FUNCTION_ARGS)
 	if (meta.m != HnswGetM(index))
 		Report(&vs, HNSW_METAPAGE_BLKNO, InvalidOffsetNumber,
 			   "metapage has m %u, the index option is %d", meta.m, HnswGetM(index));
-	if (meta.codec.dims != 0 && meta.codec.dims != HnswCodecDims(meta.dims, meta.m))
+	if (meta.codec.dims != 0)
 	{
-		Report(&vs, HNSW_METAPAGE_BLKNO, InvalidOffsetNumber,
-			   "metapage has codes of %u dimensions for vectors of %u", meta.codec.dims, meta.dims);
-		goto done;
+		HnswCodec	expected;
+
+		HnswCodecSetLayout(&expected, meta.dims, meta.m);
+		if (meta.codec.dims != expected.dims || meta.codec.maxLevel != expected.maxLevel)
+		{
+			Report(&vs, HNSW_METAPAGE_BLKNO, InvalidOffsetNumber,
+				   "metapage has codes of %u dimensions up to level %u, expected %u up to level %u",
+				   meta.codec.dims, meta.codec.maxLevel, expected.dims, expected.maxLevel);
+			goto done;
+		}
 	}
 	for (int i = 0; i < meta.codec.dims; i++)
 		if (!isfinite(meta.codec.low[i]) || !(meta.codec.step[i] > 0.0f) ||
@@ -234,12 +242,12 @@ hnsw_verify(PG_FUNCTION_ARGS)
 			}
 			isinline = !ItemPointerIsValid(&etup->neighbortid);
 			if (ItemIdGetLength(itemid) != HnswElementTupleSize(meta.dims, meta.m, etup->level,
-																isinline, meta.codec.dims))
+																isinline, &meta.codec))
 			{
 				Report(&vs, blkno, off, "element has size %u, expected %zu",
 					   ItemIdGetLength(itemid),
 					   HnswElementTupleSize(meta.dims, meta.m, etup->level, isinline,
-											meta.codec.dims));
+											&meta.codec));
 				continue;
 			}
 			if (etup->nheaptids > HNSW_HEAPTIDS)
