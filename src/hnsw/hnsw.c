@@ -23,7 +23,6 @@
 /* Settings; see wdc_hnsw_init for their meaning */
 int			hnsw_ef_search = 40;
 int			hnsw_max_scan_tuples = 20000;
-int			hnsw_experiment = 0;
 
 static relopt_kind hnsw_relopt_kind;
 
@@ -61,9 +60,6 @@ wdc_hnsw_init(void)
 							"when rows are filtered out or LIMIT exceeds ef_search.  "
 							"Valid range is 1 to 2147483647.",
 							&hnsw_max_scan_tuples, 20000, 1, INT_MAX,
-							PGC_USERSET, 0, NULL, NULL, NULL);
-	DefineCustomIntVariable("wdc.hnsw_experiment", "x", NULL,
-							&hnsw_experiment, 0, 0, INT_MAX,
 							PGC_USERSET, 0, NULL, NULL, NULL);
 }
 

@@ -271,7 +271,6 @@ typedef struct HnswSearch
 	int			ndeferred;
 	int			maxdeferred;
 	int			nbatches;		/* batches handed out so far */
-	uint64		dbgExpanded, dbgBounds, dbgCopied;
 	uint64		skipped;		/* neighbours skipped by their bound, for
 								 * benchmarks */
 	MemoryContext cxt;			/* holds everything the search allocates */
@@ -289,7 +288,6 @@ typedef struct HnswSearch
 /* hnsw.c */
 extern int	hnsw_ef_search;
 extern int	hnsw_max_scan_tuples;
-extern int	hnsw_experiment;
 extern void wdc_hnsw_init(void);
 extern int	HnswGetM(Relation index);
 extern int	HnswGetEfConstruction(Relation index);

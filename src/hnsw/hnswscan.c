@@ -353,10 +353,11 @@ hnswendscan(IndexScanDesc scan)
 	HnswScanOpaque so = (HnswScanOpaque) scan->opaque;
 
 	if (so->started && !so->unordered)
-		elog(DEBUG1, "wdc_hnsw scan of \"%s\" read %lu buffers (descent %lu) and %d elements, skipped %lu neighbours by their codes exp %lu bounds %lu copied %lu",
+		elog(DEBUG1, "wdc_hnsw scan of \"%s\" read %lu buffers (%lu in the descent) and %d elements, and skipped %lu neighbours by their codes",
 			 RelationGetRelationName(scan->indexRelation),
-			 (unsigned long) (so->descentAccesses + so->search.bufferAccesses), (unsigned long) so->descentAccesses,
-			 so->search.nvisited, (unsigned long) so->search.skipped, so->search.dbgExpanded, so->search.dbgBounds, so->search.dbgCopied);
+			 (unsigned long) (so->descentAccesses + so->search.bufferAccesses),
+			 (unsigned long) so->descentAccesses,
+			 so->search.nvisited, (unsigned long) so->search.skipped);
 	if (so->claim != NULL)
 		ReleaseScanCache(so->claim);
 	else

@@ -556,7 +556,6 @@ CopyNeighbors(HnswSearch *search, HnswCandidate *c, ItemPointer slots, int level
 		c->neighbors[n++] = slots[start + i];
 	}
 	c->nneighbors = n;
-	search->dbgCopied++;
 	if (search->codec != NULL && n > 0)
 	{
 		if (c->codes == NULL)
@@ -881,7 +880,6 @@ ExpandCandidate(HnswSearch *search, HnswCandidate *c)
 
 	if (!c->neighborsLoaded)
 		LoadNeighborList(search, c);
-	search->dbgExpanded++;
 	if (c->nneighbors == 0)
 		return;
 
@@ -915,7 +913,6 @@ ExpandCandidate(HnswSearch *search, HnswCandidate *c)
 
 			for (int d = 0; d < search->codec->dims; d++, row += HNSW_CODE_LEVELS)
 				bound += row[code[d]];
-			search->dbgBounds++;
 			if (bound > limit)
 			{
 				DeferNeighbor(search, &c->neighbors[i]);
