@@ -27,8 +27,9 @@
  * slot of levels 0 to codec.maxLevel also carries an 8-bit scalar code of
  * its neighbour's vector, stored after all item pointers of the tuple in
  * slot order.  A search computes from the codes a lower bound on the
- * distance of every unvisited neighbour and reads only those whose bound
- * could still enter the ef best; see ExpandCandidate in hnswutils.c.
+ * distance of every unvisited neighbour.  It reads only the neighbours
+ * whose bound could still enter the ef best (ExpandCandidate in
+ * hnswutils.c).
  * Every writer of a list writes the codes with it, from the vectors it
  * holds.
  */
@@ -110,10 +111,10 @@ typedef struct HnswOptions
 /*
  * Scalar quantizer of the neighbour codes, fixed when CREATE INDEX writes
  * the graph.  Dimension i of a vector x gets the code
- * c = floor((x[i] - low[i]) / step[i]), clamped to 0 .. 255.  Code c stands
- * for the interval [low + c * step, low + (c + 1) * step], except that
- * code 0 is open below and code 255 open above, so a value outside the
- * range seen at build time is still bounded correctly.
+ * c = floor((x[i] - low[i]) / step[i]), clamped to 0 .. 255.  Code c
+ * represents the interval [low + c * step, low + (c + 1) * step].  Code 0
+ * is open below and code 255 open above, so that a value outside the range
+ * seen at build time is still bounded correctly.
  */
 typedef struct HnswCodec
 {

@@ -632,7 +632,7 @@ BreadthFirstOrder(HnswBuildState *bs)
 /*
  * Fit the codec to the graph's vectors: per dimension, the range from the
  * smallest to the largest value in 256 steps.  Leaves codec.dims at 0 when
- * the index gets no codes (HnswCodecDims).
+ * the index gets no codes (HnswCodecSetLayout).
  */
 static void
 FitCodec(HnswBuildState *bs)

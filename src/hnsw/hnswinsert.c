@@ -295,7 +295,7 @@ ListContains(const ItemPointerData *list, int n, ItemPointer tid)
  * Write newlist into the level-lc list of the element at etid if the list
  * still equals snapshot; otherwise put newtid (unless NULL) in a free slot
  * if there is one and it is not there yet.  On a level with codes,
- * newcodes holds the codes of newlist (codec->dims bytes each) and
+ * newcodes contains the codes of newlist (codec->dims bytes each) and
  * newtidcode that of newtid.
  */
 void

@@ -923,7 +923,7 @@ ExpandCandidate(HnswSearch *search, HnswCandidate *c)
 		tids[ntids++] = c->neighbors[i];
 	}
 	/*
-	 * No sort by block here: with ~20 elements per page, neighbours of one
+	 * No sort by block here: with a few elements per page, neighbours of one
 	 * element rarely share a page, and sorting cost more than it saved.
 	 * Consecutive TIDs on one page still share a buffer access.
 	 */

@@ -80,7 +80,7 @@ LookupElement(hnsw_visited_hash *elements, ItemPointerData tid)
 }
 
 /*
- * Check one level's list of the element at (blkno, off); slots is the
+ * Check one level's list of the element at (blkno, off).  slots is the
  * element's slot array and level its level.
  */
 static void
