@@ -838,6 +838,19 @@ AddCandidate(HnswSearch *search, HnswCandidate *c)
 		pairingheap_add(search->pending, &c->rnode);
 }
 
+/* Read the elements at tids[0 .. n) and add them to the search; loaded has room for n */
+static void
+VisitElements(HnswSearch *search, ItemPointer tids, int n, HnswCandidate **loaded)
+{
+	int			nloaded = LoadElements(search, tids, n, loaded);
+
+	for (int i = 0; i < nloaded; i++)
+	{
+		search->nvisited++;
+		AddCandidate(search, loaded[i]);
+	}
+}
+
 /* Remember a neighbour skipped by its bound, for the next batch */
 static void
 DeferNeighbor(HnswSearch *search, ItemPointer tid)
@@ -874,7 +887,6 @@ ExpandCandidate(HnswSearch *search, HnswCandidate *c)
 	ItemPointerData *tids;
 	HnswCandidate **loaded;
 	int			ntids = 0;
-	int			nloaded;
 	bool		filter = false;
 	double		limit = 0.0;
 
@@ -927,12 +939,7 @@ ExpandCandidate(HnswSearch *search, HnswCandidate *c)
 	 * element rarely share a page, and sorting cost more than it saved.
 	 * Consecutive TIDs on one page still share a buffer access.
 	 */
-	nloaded = LoadElements(search, tids, ntids, loaded);
-	for (int i = 0; i < nloaded; i++)
-	{
-		search->nvisited++;
-		AddCandidate(search, loaded[i]);
-	}
+	VisitElements(search, tids, ntids, loaded);
 	pfree(tids);
 	pfree(loaded);
 }
@@ -994,7 +1001,6 @@ HnswSearchBatch(HnswSearch *search, int maxVisited, HnswCandidate **out)
 		ItemPointerData *tids = palloc(sizeof(ItemPointerData) * search->ndeferred);
 		HnswCandidate **loaded = palloc(sizeof(HnswCandidate *) * search->ndeferred);
 		int			ntids = 0;
-		int			nloaded;
 
 		for (int i = 0; i < search->ndeferred; i++)
 		{
@@ -1005,12 +1011,7 @@ HnswSearchBatch(HnswSearch *search, int maxVisited, HnswCandidate **out)
 				tids[ntids++] = search->deferred[i];
 		}
 		search->ndeferred = 0;
-		nloaded = LoadElements(search, tids, ntids, loaded);
-		for (int i = 0; i < nloaded; i++)
-		{
-			search->nvisited++;
-			AddCandidate(search, loaded[i]);
-		}
+		VisitElements(search, tids, ntids, loaded);
 		pfree(tids);
 		pfree(loaded);
 	}
