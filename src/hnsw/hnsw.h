@@ -22,6 +22,16 @@
  * Neighbour lists have fixed capacity (2m slots at level 0, m above), so
  * adding or replacing an edge overwrites the tuple in place and never moves
  * it.  Unused slots hold an invalid item pointer and follow the used ones.
+ *
+ * Neighbour codes.  When the metapage's codec is set (HnswCodec), each
+ * slot of levels 0 to codec.maxLevel also carries an 8-bit scalar code of
+ * its neighbour's vector, stored after all item pointers of the tuple in
+ * slot order.  A search computes from the codes a lower bound on the
+ * distance of every unvisited neighbour.  It reads only the neighbours
+ * whose bound could still enter the ef best (ExpandCandidate in
+ * hnswutils.c).
+ * Every writer of a list writes the codes with it, from the vectors it
+ * holds.
  */
 #ifndef WDC_HNSW_H
 #define WDC_HNSW_H
@@ -41,7 +51,7 @@
 
 /* Identification and format */
 #define HNSW_MAGIC				0x57444348	/* "WDCH" */
-#define HNSW_FORMAT_VERSION		1
+#define HNSW_FORMAT_VERSION		2	/* 2: neighbour codes */
 #define HNSW_PAGE_ID			0xFF87
 #define HNSW_METAPAGE_BLKNO		0
 
@@ -61,6 +71,10 @@
 #define HNSW_DEFAULT_EF_CONSTRUCTION	64
 #define HNSW_MIN_EF_CONSTRUCTION	4
 #define HNSW_MAX_EF_CONSTRUCTION	1000
+
+/* Neighbour codes */
+#define HNSW_CODE_MAX_DIMS		64	/* wider vectors get no codes */
+#define HNSW_CODE_LEVELS		256 /* values of one code byte */
 
 /* Support function numbers */
 #define HNSW_DISTANCE_PROC		1
@@ -94,6 +108,22 @@ typedef struct HnswOptions
 	int			efConstruction; /* candidate list size during build */
 } HnswOptions;
 
+/*
+ * Scalar quantizer of the neighbour codes, fixed when CREATE INDEX writes
+ * the graph.  Dimension i of a vector x gets the code
+ * c = floor((x[i] - low[i]) / step[i]), clamped to 0 .. 255.  Code c
+ * represents the interval [low + c * step, low + (c + 1) * step].  Code 0
+ * is open below and code 255 open above, so that a value outside the range
+ * seen at build time is still bounded correctly.
+ */
+typedef struct HnswCodec
+{
+	uint16		dims;			/* code bytes per slot; 0 = no codes */
+	uint16		maxLevel;		/* highest level whose slots have codes */
+	float4		low[HNSW_CODE_MAX_DIMS];
+	float4		step[HNSW_CODE_MAX_DIMS];
+} HnswCodec;
+
 /* Metapage contents (PageGetContents of block 0) */
 typedef struct HnswMetaPageData
 {
@@ -105,6 +135,7 @@ typedef struct HnswMetaPageData
 	ItemPointerData entryTid;	/* entry point element, invalid if empty */
 	int16		entryLevel;		/* its level, -1 if empty */
 	BlockNumber insertPage;		/* last page, first tried by inserts */
+	HnswCodec	codec;			/* neighbour codes (format 2) */
 } HnswMetaPageData;
 
 typedef HnswMetaPageData *HnswMetaPage;
@@ -196,6 +227,8 @@ typedef struct HnswCandidate
 	ItemPointerData *neighbors; /* list at the search's level */
 	bool		neighborsLoaded;	/* false until a separate neighbour tuple
 									 * has been read */
+	uint8	   *codes;			/* codes of neighbors[] when the search uses
+								 * codes, else NULL */
 	float	   *vector;			/* copy, only when the search keeps vectors */
 	pairingheap_node cnode;		/* in the candidate heap */
 	pairingheap_node rnode;		/* in the result or the pending heap */
@@ -233,6 +266,14 @@ typedef struct HnswSearch
 	int			level;
 	int			ef;
 	bool		keepVectors;	/* copy element vectors into candidates */
+	const HnswCodec *codec;		/* neighbour codes, NULL or dims 0 = none */
+	const float *bounds;		/* HnswBoundTable of query, built on first use */
+	ItemPointerData *deferred;	/* neighbours skipped by their bound */
+	int			ndeferred;
+	int			maxdeferred;
+	int			nbatches;		/* batches handed out so far */
+	uint64		skipped;		/* neighbours skipped by their bound, for
+								 * benchmarks */
 	MemoryContext cxt;			/* holds everything the search allocates */
 	hnsw_visited_hash *visited;
 	pairingheap *candidates;	/* min-heap: not yet expanded */
@@ -264,12 +305,13 @@ extern bool hnswinsert(Relation index, Datum *values, bool *isnull,
 extern bool HnswPrepareValue(Relation index, HnswMetric metric, Datum value,
 							 float *out, int *dims, uint32 *fingerprint);
 extern void HnswWriteNeighborList(Relation index, ItemPointer etid, ItemPointer neighbortid,
-								  int dims, int m, int lc,
+								  int dims, int m, int lc, const HnswCodec *codec,
 								  const ItemPointerData *snapshot, int nsnapshot,
-								  const ItemPointerData *newlist, int nnew,
-								  ItemPointer newtid);
-extern void HnswAddReverseEdge(Relation index, HnswMetric metric, int dims, int m, int lc,
-							   ItemPointer tid, ItemPointer newtid, const float *newvec,
+								  const ItemPointerData *newlist, const uint8 *newcodes,
+								  int nnew, ItemPointer newtid, const uint8 *newtidcode);
+extern void HnswAddReverseEdge(Relation index, HnswMetric metric, int dims, int m,
+							   const HnswCodec *codec, int lc, ItemPointer tid,
+							   ItemPointer newtid, const float *newvec,
 							   double distance, MemoryContext cxt);
 extern void HnswInsertVector(Relation index, const float *vec, int dims,
 							 uint32 fingerprint, ItemPointer heaptid,
@@ -299,10 +341,18 @@ extern double HnswDistance(HnswMetric metric, const float *a, const float *b, in
 extern bool HnswPrepareVector(HnswMetric metric, const float *x, int dims, float *out);
 extern void HnswCheckDims(Relation index, int dims);
 extern int	HnswElementLevel(int m, ItemPointer heaptid);
-extern Size HnswElementTupleSize(int dims, int m, int level, bool inlineNeighbors);
-extern Size HnswNeighborTupleSize(int m, int level);
-extern bool HnswNeighborsFitInline(int dims, int m, int level);
+extern Size HnswElementTupleSize(int dims, int m, int level, bool inlineNeighbors,
+								 const HnswCodec *codec);
+extern Size HnswNeighborTupleSize(int m, int level, const HnswCodec *codec);
+extern bool HnswNeighborsFitInline(int dims, int m, int level, const HnswCodec *codec);
 extern ItemPointer HnswTupleSlots(HnswElementTuple etup, int dims);
+extern int	HnswLevelCodeDims(const HnswCodec *codec, int lc);
+extern uint8 *HnswSlotCode(ItemPointer slots, int m, int level, const HnswCodec *codec,
+						   int slot);
+extern void HnswCodecSetLayout(HnswCodec *codec, int dims, int m);
+extern void HnswCodecEncode(const HnswCodec *codec, const float *x, uint8 *code);
+extern const float *HnswBoundTable(const HnswCodec *codec, HnswMetric metric,
+								   const float *query, MemoryContext cxt);
 extern void HnswInitPage(Page page);
 extern void HnswInitMetaPage(Page page, int dims, int m, int efConstruction);
 extern void HnswReadMeta(Relation index, HnswMetaPageData *meta);
@@ -312,18 +362,21 @@ extern int	HnswSelectNeighbors(HnswMetric metric, int dims, const float *const *
 								const double *distances, int n, int max, int *selected);
 extern void HnswRaiseFingerprintMismatch(const Latent *query, uint32 fingerprint);
 extern void HnswSearchInit(HnswSearch *search, Relation index, HnswMetric metric,
-						   int dims, int m, const float *query, int level, int ef,
-						   MemoryContext cxt);
+						   int dims, int m, const HnswCodec *codec, const float *query,
+						   int level, int ef, MemoryContext cxt);
 extern void HnswSearchAddSeed(HnswSearch *search, ItemPointer tid);
 extern int	HnswLoadCandidates(HnswSearch *search, ItemPointer tids, int n,
 							   HnswCandidate **out);
 extern void HnswLoadNeighbors(HnswSearch *search, HnswCandidate *c);
 extern HnswElementTuple HnswFormElement(int dims, int m, int level, bool inlineNeighbors,
-										const float *vec, uint32 fingerprint, Size *size);
-extern HnswNeighborTuple HnswFormNeighborTuple(int m, int level, Size *size);
+										const HnswCodec *codec, const float *vec,
+										uint32 fingerprint, Size *size);
+extern HnswNeighborTuple HnswFormNeighborTuple(int m, int level, const HnswCodec *codec,
+											   Size *size);
 extern int	HnswSearchBatch(HnswSearch *search, int maxVisited, HnswCandidate **out);
 extern void HnswSearchSweep(HnswSearch *search, int maxVisited);
 extern void HnswSearchDescend(Relation index, HnswMetric metric, int dims, int m,
+							  const HnswCodec *codec, const float *bounds,
 							  const float *query, const Latent *queryLatent,
 							  const HnswMetaPageData *meta, int toLevel, int ef,
 							  ItemPointer entry, uint64 *bufferAccesses,

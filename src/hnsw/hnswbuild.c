@@ -166,6 +166,8 @@ typedef struct HnswBuildState
 	double		estimatedRows;	/* parallel: rows the area was sized for, or -1
 								 * when maintenance_work_mem set its size */
 	bool		onDisk;			/* graph written; rows go to HnswInsertVector */
+	HnswCodec	codec;			/* fitted to the graph by WriteGraph */
+	uint8	   *codes;			/* codec.dims bytes per element, for FillSlots */
 
 	/* Search scratch, sized for the largest need */
 	uint32	   *visited;		/* stamp per element */
@@ -859,11 +861,55 @@ BreadthFirstOrder(HnswBuildState *bs)
 	return order;
 }
 
-/* Translate an element's in-memory lists into item pointers */
+/*
+ * Fit the codec to the graph's vectors: per dimension, the range from the
+ * smallest to the largest value in 256 steps.  Leaves codec.dims at 0 when
+ * the index gets no codes (HnswCodecSetLayout).
+ */
+static void
+FitCodec(HnswBuildState *bs)
+{
+	HnswCodec  *codec = &bs->codec;
+
+	memset(codec, 0, sizeof(HnswCodec));
+	if (bs->nelements == 0)
+		return;
+	HnswCodecSetLayout(codec, bs->dims, bs->m);
+	for (int i = 0; i < codec->dims; i++)
+	{
+		float		lo = ElementVec(ElementAt(bs, 0))[i];
+		float		hi = lo;
+
+		for (int j = 1; j < bs->nelements; j++)
+		{
+			float		v = ElementVec(ElementAt(bs, j))[i];
+
+			lo = Min(lo, v);
+			hi = Max(hi, v);
+		}
+		codec->low[i] = lo;
+		codec->step[i] = (hi - lo) / HNSW_CODE_LEVELS;
+		/* A constant dimension: any positive step bounds it */
+		if (!(codec->step[i] > 0.0f) || !isfinite(codec->step[i]))
+			codec->step[i] = 1.0f;
+	}
+	if (codec->dims > 0)
+	{
+		bs->codes = palloc_extended((Size) bs->nelements * codec->dims, MCXT_ALLOC_HUGE);
+		for (int j = 0; j < bs->nelements; j++)
+			HnswCodecEncode(codec, ElementVec(ElementAt(bs, j)),
+							bs->codes + (Size) j * codec->dims);
+	}
+}
+
+/* Translate an element's in-memory lists into item pointers and codes */
 static void
 FillSlots(HnswBuildState *bs, BuildElement *e, ItemPointer slots)
 {
 	int			nslots = HnswSlotCount(bs->m, e->level);
+	int			codeDims = bs->codec.dims;
+	int			ncoded = codeDims > 0 ?
+		HnswSlotCount(bs->m, Min(e->level, bs->codec.maxLevel)) : 0;
 
 	for (int i = 0; i < nslots; i++)
 	{
@@ -871,6 +917,12 @@ FillSlots(HnswBuildState *bs, BuildElement *e, ItemPointer slots)
 			slots[i] = ElementAt(bs, ElementSlots(bs, e)[i])->tid;
 		else
 			ItemPointerSetInvalid(&slots[i]);
+	}
+	for (int i = 0; i < ncoded; i++)
+	{
+		if (ElementSlots(bs, e)[i] >= 0)
+			memcpy(HnswSlotCode(slots, bs->m, e->level, &bs->codec, i),
+				   bs->codes + (Size) ElementSlots(bs, e)[i] * codeDims, codeDims);
 	}
 }
 
@@ -909,6 +961,7 @@ WriteGraph(HnswBuildState *bs)
 	relinked = RelinkWeakElements(bs);
 	elog(DEBUG1, "wdc_hnsw build searched again for %d elements", relinked);
 	order = BreadthFirstOrder(bs);
+	FitCodec(bs);
 
 	/* 3a. Assign TIDs */
 	cur.blkno = HNSW_METAPAGE_BLKNO;
@@ -916,13 +969,16 @@ WriteGraph(HnswBuildState *bs)
 	for (int i = 0; i < bs->nelements; i++)
 	{
 		BuildElement *e = ElementAt(bs, order[i]);
-		bool		isinline = HnswNeighborsFitInline(bs->dims, bs->m, e->level);
+		bool		isinline = HnswNeighborsFitInline(bs->dims, bs->m, e->level,
+													  &bs->codec);
 
-		e->tid = LayoutPlace(&cur, HnswElementTupleSize(bs->dims, bs->m, e->level, isinline));
+		e->tid = LayoutPlace(&cur, HnswElementTupleSize(bs->dims, bs->m, e->level, isinline,
+														&bs->codec));
 		if (isinline)
 			ItemPointerSetInvalid(&e->ntid);
 		else
-			e->ntid = LayoutPlace(&cur, HnswNeighborTupleSize(bs->m, e->level));
+			e->ntid = LayoutPlace(&cur, HnswNeighborTupleSize(bs->m, e->level,
+															  &bs->codec));
 	}
 
 	/* 3b. Write the pages */
@@ -934,7 +990,8 @@ WriteGraph(HnswBuildState *bs)
 		bool		isinline = !ItemPointerIsValid(&e->ntid);
 		Size		esize;
 		HnswElementTuple etup = HnswFormElement(bs->dims, bs->m, e->level, isinline,
-												ElementVec(e), e->fingerprint, &esize);
+												&bs->codec, ElementVec(e), e->fingerprint,
+												&esize);
 
 		memcpy(etup->heaptids, e->heaptids, sizeof(e->heaptids));
 		etup->nheaptids = e->nheaptids;
@@ -948,7 +1005,8 @@ WriteGraph(HnswBuildState *bs)
 		if (!isinline)
 		{
 			Size		nsize;
-			HnswNeighborTuple ntup = HnswFormNeighborTuple(bs->m, e->level, &nsize);
+			HnswNeighborTuple ntup = HnswFormNeighborTuple(bs->m, e->level, &bs->codec,
+														   &nsize);
 
 			ntup->elementtid = e->tid;
 			FillSlots(bs, e, ntup->slots);
@@ -962,12 +1020,16 @@ WriteGraph(HnswBuildState *bs)
 		lastBlock = AppendPage(bs->index, image);
 	pfree(image);
 	pfree(order);
+	if (bs->codes != NULL)
+		pfree(bs->codes);
+	bs->codes = NULL;
 
 	/* Entry point and insert hint */
 	metabuf = ReadBuffer(bs->index, HNSW_METAPAGE_BLKNO);
 	LockBuffer(metabuf, BUFFER_LOCK_EXCLUSIVE);
 	meta = HnswPageGetMeta(BufferGetPage(metabuf));
 	meta->dims = bs->dims;
+	meta->codec = bs->codec;
 	if (bs->entry >= 0)
 	{
 		meta->entryTid = ElementAt(bs, bs->entry)->tid;

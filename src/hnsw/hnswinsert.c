@@ -39,6 +39,7 @@ typedef struct HnswNewEdge
 {
 	ItemPointerData tid;
 	double		distance;
+	uint8		code[HNSW_CODE_MAX_DIMS];	/* on levels with codes only */
 } HnswNewEdge;
 
 /*
@@ -293,13 +294,16 @@ ListContains(const ItemPointerData *list, int n, ItemPointer tid)
 /*
  * Write newlist into the level-lc list of the element at etid if the list
  * still equals snapshot; otherwise put newtid (unless NULL) in a free slot
- * if there is one and it is not there yet.
+ * if there is one and it is not there yet.  On a level with codes,
+ * newcodes contains the codes of newlist (codec->dims bytes each) and
+ * newtidcode that of newtid.
  */
 void
 HnswWriteNeighborList(Relation index, ItemPointer etid, ItemPointer neighbortid,
-				  int dims, int m, int lc,
-				  const ItemPointerData *snapshot, int nsnapshot,
-				  const ItemPointerData *newlist, int nnew, ItemPointer newtid)
+					  int dims, int m, int lc, const HnswCodec *codec,
+					  const ItemPointerData *snapshot, int nsnapshot,
+					  const ItemPointerData *newlist, const uint8 *newcodes, int nnew,
+					  ItemPointer newtid, const uint8 *newtidcode)
 {
 	bool		isinline = !ItemPointerIsValid(neighbortid);
 	ItemPointer target = isinline ? etid : neighbortid;
@@ -307,7 +311,10 @@ HnswWriteNeighborList(Relation index, ItemPointer etid, ItemPointer neighbortid,
 	GenericXLogState *state;
 	Page		page;
 	ItemPointer slots = NULL;
+	uint8	   *codes = NULL;
+	int			codeDims = HnswLevelCodeDims(codec, lc);
 	int			capacity = HnswLevelCapacity(m, lc);
+	int			start = HnswLevelStart(m, lc);
 	bool		same = true;
 	bool		changed = false;
 
@@ -321,19 +328,27 @@ HnswWriteNeighborList(Relation index, ItemPointer etid, ItemPointer neighbortid,
 		HnswElementTuple etup = HnswGetElement(page, ItemPointerGetOffsetNumber(etid));
 
 		if (etup != NULL && etup->level >= lc && !ItemPointerIsValid(&etup->neighbortid))
+		{
 			slots = HnswTupleSlots(etup, dims);
+			if (codeDims > 0)
+				codes = HnswSlotCode(slots, m, etup->level, codec, start);
+		}
 	}
 	else
 	{
 		HnswNeighborTuple ntup = HnswGetNeighborTuple(page, ItemPointerGetOffsetNumber(neighbortid));
 
 		if (ntup != NULL && ntup->level >= lc && ItemPointerEquals(&ntup->elementtid, etid))
+		{
 			slots = ntup->slots;
+			if (codeDims > 0)
+				codes = HnswSlotCode(slots, m, ntup->level, codec, start);
+		}
 	}
 
 	if (slots != NULL)
 	{
-		ItemPointer list = slots + HnswLevelStart(m, lc);
+		ItemPointer list = slots + start;
 
 		for (int i = 0; i < capacity && same; i++)
 		{
@@ -352,6 +367,8 @@ HnswWriteNeighborList(Relation index, ItemPointer etid, ItemPointer neighbortid,
 				else
 					ItemPointerSetInvalid(&list[i]);
 			}
+			if (codeDims > 0)
+				memcpy(codes, newcodes, (Size) nnew * codeDims);
 			changed = true;
 		}
 		else
@@ -363,6 +380,8 @@ HnswWriteNeighborList(Relation index, ItemPointer etid, ItemPointer neighbortid,
 			if (newtid != NULL && used < capacity && !ListContains(list, used, newtid))
 			{
 				list[used] = *newtid;
+				if (codeDims > 0)
+					memcpy(codes + (Size) used * codeDims, newtidcode, codeDims);
 				changed = true;
 			}
 		}
@@ -381,9 +400,10 @@ HnswWriteNeighborList(Relation index, ItemPointer etid, ItemPointer neighbortid,
  * neighbour heuristic when it is full.
  */
 void
-HnswAddReverseEdge(Relation index, HnswMetric metric, int dims, int m, int lc,
-			   ItemPointer tid, ItemPointer newtid, const float *newvec,
-			   double distance, MemoryContext cxt)
+HnswAddReverseEdge(Relation index, HnswMetric metric, int dims, int m,
+				   const HnswCodec *codec, int lc, ItemPointer tid,
+				   ItemPointer newtid, const float *newvec,
+				   double distance, MemoryContext cxt)
 {
 	MemoryContext edgecxt = AllocSetContextCreate(cxt, "hnsw edge", ALLOCSET_SMALL_SIZES);
 	MemoryContext oldcxt = MemoryContextSwitchTo(edgecxt);
@@ -393,9 +413,14 @@ HnswAddReverseEdge(Relation index, HnswMetric metric, int dims, int m, int lc,
 	ItemPointerData selftid = *tid;
 	ItemPointerData *snapshot;
 	int			nsnapshot;
+	int			codeDims = HnswLevelCodeDims(codec, lc);
+	uint8		newcode[HNSW_CODE_MAX_DIMS];
 
-	/* Snapshot the neighbour's vector and list under a share lock */
-	HnswSearchInit(&search, index, metric, dims, m, newvec, lc, capacity, edgecxt);
+	if (codeDims > 0)
+		HnswCodecEncode(codec, newvec, newcode);
+
+	/* Snapshot the neighbour's vector and list (and codes) under a share lock */
+	HnswSearchInit(&search, index, metric, dims, m, codec, newvec, lc, capacity, edgecxt);
 	search.keepVectors = true;
 	if (HnswLoadCandidates(&search, &selftid, 1, &self) == 0 || self->level < lc)
 		goto done;
@@ -408,11 +433,19 @@ HnswAddReverseEdge(Relation index, HnswMetric metric, int dims, int m, int lc,
 	if (nsnapshot < capacity)
 	{
 		ItemPointerData *newlist = palloc(sizeof(ItemPointerData) * (nsnapshot + 1));
+		uint8	   *newcodes = palloc((Size) (nsnapshot + 1) * Max(codeDims, 1));
 
 		memcpy(newlist, snapshot, sizeof(ItemPointerData) * nsnapshot);
 		newlist[nsnapshot] = *newtid;
-		HnswWriteNeighborList(index, tid, &self->neighbortid, dims, m, lc,
-						  snapshot, nsnapshot, newlist, nsnapshot + 1, newtid);
+		if (codeDims > 0)
+		{
+			if (nsnapshot > 0)
+				memcpy(newcodes, self->codes, (Size) nsnapshot * codeDims);
+			memcpy(newcodes + (Size) nsnapshot * codeDims, newcode, codeDims);
+		}
+		HnswWriteNeighborList(index, tid, &self->neighbortid, dims, m, lc, codec,
+							  snapshot, nsnapshot, newlist, newcodes, nsnapshot + 1,
+							  newtid, newcode);
 	}
 	else
 	{
@@ -425,12 +458,14 @@ HnswAddReverseEdge(Relation index, HnswMetric metric, int dims, int m, int lc,
 		ItemPointerData *order = palloc(sizeof(ItemPointerData) * (nsnapshot + 1));
 		int		   *selected = palloc(sizeof(int) * capacity);
 		ItemPointerData *newlist = palloc(sizeof(ItemPointerData) * capacity);
+		uint8	   *newcodes = palloc((Size) capacity * Max(codeDims, 1));
 		int			nloaded;
 		int			n = 0;
 		int			nselected;
 		bool		keepsNew = false;
 
-		HnswSearchInit(&around, index, metric, dims, m, self->vector, lc, capacity, edgecxt);
+		HnswSearchInit(&around, index, metric, dims, m, codec, self->vector, lc, capacity,
+					   edgecxt);
 		around.keepVectors = true;
 		memcpy(tids, snapshot, sizeof(ItemPointerData) * nsnapshot);
 		nloaded = HnswLoadCandidates(&around, tids, nsnapshot, loaded);
@@ -466,10 +501,13 @@ HnswAddReverseEdge(Relation index, HnswMetric metric, int dims, int m, int lc,
 			newlist[i] = order[selected[i]];
 			if (ItemPointerEquals(&newlist[i], newtid))
 				keepsNew = true;
+			if (codeDims > 0)
+				HnswCodecEncode(codec, vectors[selected[i]], newcodes + (Size) i * codeDims);
 		}
 		if (keepsNew)
-			HnswWriteNeighborList(index, tid, &self->neighbortid, dims, m, lc,
-							  snapshot, nsnapshot, newlist, nselected, newtid);
+			HnswWriteNeighborList(index, tid, &self->neighbortid, dims, m, lc, codec,
+								  snapshot, nsnapshot, newlist, newcodes, nselected,
+								  newtid, newcode);
 	}
 
 done:
@@ -515,12 +553,13 @@ InsertFirst(Relation index, int m, const float *vec, int dims,
 	if (!ItemPointerIsValid(&meta.entryTid))
 	{
 		int			level = HnswElementLevel(m, heaptid);
-		bool		isinline = HnswNeighborsFitInline(dims, m, level);
+		bool		isinline = HnswNeighborsFitInline(dims, m, level, &meta.codec);
 		Size		esize;
 		Size		nsize = 0;
-		HnswElementTuple etup = HnswFormElement(dims, m, level, isinline, vec,
+		HnswElementTuple etup = HnswFormElement(dims, m, level, isinline, &meta.codec, vec,
 												fingerprint, &esize);
-		HnswNeighborTuple ntup = isinline ? NULL : HnswFormNeighborTuple(m, level, &nsize);
+		HnswNeighborTuple ntup = isinline ? NULL :
+			HnswFormNeighborTuple(m, level, &meta.codec, &nsize);
 		ItemPointerData etid;
 
 		etup->heaptids[0] = *heaptid;
@@ -554,6 +593,7 @@ HnswInsertVector(Relation index, const float *vec, int dims, uint32 fingerprint,
 	HnswNewEdge **edges;
 	int		   *nedges;
 	HnswCandidate **found;
+	const float *bounds = NULL;
 	bool		isinline;
 	Size		esize;
 	Size		nsize = 0;
@@ -582,8 +622,10 @@ HnswInsertVector(Relation index, const float *vec, int dims, uint32 fingerprint,
 	/* 2. Descend, then search and choose neighbours level by level */
 	level = HnswElementLevel(m, heaptid);
 	top = Min(level, meta.entryLevel);
-	HnswSearchDescend(index, metric, dims, m, vec, NULL, &meta, top, HNSW_INSERT_DESCENT_EF,
-					  &entry, NULL, tmpcxt);
+	if (meta.codec.dims > 0)
+		bounds = HnswBoundTable(&meta.codec, metric, vec, tmpcxt);
+	HnswSearchDescend(index, metric, dims, m, &meta.codec, bounds, vec, NULL, &meta, top,
+					  HNSW_INSERT_DESCENT_EF, &entry, NULL, tmpcxt);
 
 	edges = palloc0(sizeof(HnswNewEdge *) * (level + 1));
 	nedges = palloc0(sizeof(int) * (level + 1));
@@ -604,7 +646,10 @@ HnswInsertVector(Relation index, const float *vec, int dims, uint32 fingerprint,
 		int			nlive = 0;
 		int			nselected;
 
-		HnswSearchInit(&search, index, metric, dims, m, vec, lc, efConstruction, tmpcxt);
+		HnswSearchInit(&search, index, metric, dims, m, &meta.codec, vec, lc, efConstruction,
+					   tmpcxt);
+		if (search.codec != NULL)
+			search.bounds = bounds;
 		search.keepVectors = true;
 		for (int i = 0; i < nseeds; i++)
 			HnswSearchAddSeed(&search, &seeds[i]);
@@ -640,27 +685,37 @@ HnswInsertVector(Relation index, const float *vec, int dims, uint32 fingerprint,
 		{
 			edges[lc][i].tid = live[selected[i]]->tid;
 			edges[lc][i].distance = live[selected[i]]->distance;
+			if (HnswLevelCodeDims(&meta.codec, lc) > 0)
+				HnswCodecEncode(&meta.codec, live[selected[i]]->vector, edges[lc][i].code);
 		}
 		nedges[lc] = nselected;
 	}
 
 	/* 4. Write the element with its lists */
-	isinline = HnswNeighborsFitInline(dims, m, level);
-	etup = HnswFormElement(dims, m, level, isinline, vec, fingerprint, &esize);
+	isinline = HnswNeighborsFitInline(dims, m, level, &meta.codec);
+	etup = HnswFormElement(dims, m, level, isinline, &meta.codec, vec, fingerprint,
+						   &esize);
 	etup->heaptids[0] = *heaptid;
 	etup->nheaptids = 1;
-	ntup = isinline ? NULL : HnswFormNeighborTuple(m, level, &nsize);
+	ntup = isinline ? NULL : HnswFormNeighborTuple(m, level, &meta.codec, &nsize);
 	slots = isinline ? HnswTupleSlots(etup, dims) : ntup->slots;
 	for (int lc = 0; lc <= top; lc++)
+	{
 		for (int i = 0; i < nedges[lc]; i++)
+		{
 			slots[HnswLevelStart(m, lc) + i] = edges[lc][i].tid;
+			if (HnswLevelCodeDims(&meta.codec, lc) > 0)
+				memcpy(HnswSlotCode(slots, m, level, &meta.codec, HnswLevelStart(m, lc) + i),
+					   edges[lc][i].code, meta.codec.dims);
+		}
+	}
 	etid = WriteElement(index, etup, esize, ntup, nsize, meta.insertPage);
 
 	/* 5. Reverse edges */
 	for (int lc = 0; lc <= top; lc++)
 		for (int i = 0; i < nedges[lc]; i++)
-			HnswAddReverseEdge(index, metric, dims, m, lc, &edges[lc][i].tid, &etid,
-						   vec, edges[lc][i].distance, tmpcxt);
+			HnswAddReverseEdge(index, metric, dims, m, &meta.codec, lc, &edges[lc][i].tid,
+							   &etid, vec, edges[lc][i].distance, tmpcxt);
 
 	/* 6. Entry point */
 	if (level > meta.entryLevel)

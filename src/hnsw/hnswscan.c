@@ -174,6 +174,8 @@ StartScan(IndexScanDesc scan)
 	ScanKey		key;
 	Latent	   *query;
 	float	   *prepared;
+	HnswCodec  *codec;
+	const float *bounds = NULL;
 	ItemPointerData entry;
 
 	if (scan->numberOfOrderBys == 0)
@@ -210,7 +212,13 @@ StartScan(IndexScanDesc scan)
 		return;
 	}
 
-	HnswSearchDescend(index, metric, meta.dims, m, prepared, query, &meta, 0,
+	/* One bound table serves every level of the query */
+	codec = palloc(sizeof(HnswCodec));
+	memcpy(codec, &meta.codec, sizeof(HnswCodec));
+	if (codec->dims > 0)
+		bounds = HnswBoundTable(codec, metric, prepared, so->cxt);
+
+	HnswSearchDescend(index, metric, meta.dims, m, codec, bounds, prepared, query, &meta, 0,
 					  HNSW_SCAN_DESCENT_EF, &entry, &so->descentAccesses, so->cxt);
 	if (!ItemPointerIsValid(&entry))
 	{
@@ -218,8 +226,10 @@ StartScan(IndexScanDesc scan)
 		return;
 	}
 
-	HnswSearchInit(&so->search, index, metric, meta.dims, m, prepared, 0,
+	HnswSearchInit(&so->search, index, metric, meta.dims, m, codec, prepared, 0,
 				   hnsw_ef_search, so->cxt);
+	if (so->search.codec != NULL)
+		so->search.bounds = bounds;
 	so->search.queryLatent = query;
 	HnswSearchAddSeed(&so->search, &entry);
 	so->batch = palloc(sizeof(HnswCandidate *) * hnsw_ef_search);
@@ -343,10 +353,11 @@ hnswendscan(IndexScanDesc scan)
 	HnswScanOpaque so = (HnswScanOpaque) scan->opaque;
 
 	if (so->started && !so->unordered)
-		elog(DEBUG1, "wdc_hnsw scan of \"%s\" read %lu buffers and %d elements",
+		elog(DEBUG1, "wdc_hnsw scan of \"%s\" read %lu buffers (%lu in the descent) and %d elements, and skipped %lu neighbours by their codes",
 			 RelationGetRelationName(scan->indexRelation),
 			 (unsigned long) (so->descentAccesses + so->search.bufferAccesses),
-			 so->search.nvisited);
+			 (unsigned long) so->descentAccesses,
+			 so->search.nvisited, (unsigned long) so->search.skipped);
 	if (so->claim != NULL)
 		ReleaseScanCache(so->claim);
 	else

@@ -149,30 +149,178 @@ HnswElementLevel(int m, ItemPointer heaptid)
 	return level > HNSW_MAX_LEVEL ? HNSW_MAX_LEVEL : (int) level;
 }
 
+/* Slots of an element of this level that carry codes (levels 0 to maxLevel) */
+static int
+CodedSlots(int m, int level, const HnswCodec *codec)
+{
+	if (codec == NULL || codec->dims == 0)
+		return 0;
+	return HnswSlotCount(m, Min(level, codec->maxLevel));
+}
+
+/* Bytes of an element's slots: item pointers, then the codes */
+static Size
+SlotsSize(int m, int level, const HnswCodec *codec)
+{
+	Size		size = sizeof(ItemPointerData) * HnswSlotCount(m, level);
+
+	if (codec != NULL)
+		size += (Size) codec->dims * CodedSlots(m, level, codec);
+	return size;
+}
+
 /* Size of an element tuple, with or without its neighbour slots inline */
 Size
-HnswElementTupleSize(int dims, int m, int level, bool inlineNeighbors)
+HnswElementTupleSize(int dims, int m, int level, bool inlineNeighbors,
+					 const HnswCodec *codec)
 {
 	Size		size = HnswElementHeaderSize + sizeof(float4) * dims;
 
 	if (inlineNeighbors)
-		size += sizeof(ItemPointerData) * HnswSlotCount(m, level);
+		size += SlotsSize(m, level, codec);
 	return MAXALIGN(size);
 }
 
 /* Size of a separate neighbour tuple */
 Size
-HnswNeighborTupleSize(int m, int level)
+HnswNeighborTupleSize(int m, int level, const HnswCodec *codec)
 {
-	return MAXALIGN(HnswNeighborHeaderSize +
-					sizeof(ItemPointerData) * HnswSlotCount(m, level));
+	return MAXALIGN(HnswNeighborHeaderSize + SlotsSize(m, level, codec));
 }
 
 /* Whether an element's vector and lists fit together in one tuple */
 bool
-HnswNeighborsFitInline(int dims, int m, int level)
+HnswNeighborsFitInline(int dims, int m, int level, const HnswCodec *codec)
 {
-	return HnswElementTupleSize(dims, m, level, true) <= HNSW_MAX_ITEM_SIZE;
+	return HnswElementTupleSize(dims, m, level, true, codec) <= HNSW_MAX_ITEM_SIZE;
+}
+
+/* Code bytes per slot at level lc: 0 where the slots carry no codes */
+int
+HnswLevelCodeDims(const HnswCodec *codec, int lc)
+{
+	if (codec == NULL || lc > codec->maxLevel)
+		return 0;
+	return codec->dims;
+}
+
+/*
+ * Code of slot number slot (counted over all levels, as HnswLevelStart
+ * does) of an element of this level, given its slot array.  Only slots of
+ * levels 0 to codec->maxLevel have one.
+ */
+uint8 *
+HnswSlotCode(ItemPointer slots, int m, int level, const HnswCodec *codec, int slot)
+{
+	return (uint8 *) (slots + HnswSlotCount(m, level)) + (Size) slot * codec->dims;
+}
+
+/*
+ * Set the code width and the highest coded level of an index with these
+ * dimensions and m.  Vectors wider than HNSW_CODE_MAX_DIMS get no codes.
+ * Otherwise the levels from 0 up get codes as far as the lists of an
+ * element of level HNSW_MAX_LEVEL still fit on a page.
+ */
+void
+HnswCodecSetLayout(HnswCodec *codec, int dims, int m)
+{
+	codec->dims = 0;
+	codec->maxLevel = 0;
+	if (dims <= 0 || dims > HNSW_CODE_MAX_DIMS)
+		return;
+	codec->dims = dims;
+	for (int level = HNSW_MAX_LEVEL; level >= 0; level--)
+	{
+		codec->maxLevel = level;
+		if (HnswNeighborTupleSize(m, HNSW_MAX_LEVEL, codec) <= HNSW_MAX_ITEM_SIZE)
+			return;
+	}
+	codec->dims = 0;
+	codec->maxLevel = 0;
+}
+
+/* Write the code of vector x (codec->dims bytes) to code */
+void
+HnswCodecEncode(const HnswCodec *codec, const float *x, uint8 *code)
+{
+	for (int i = 0; i < codec->dims; i++)
+	{
+		float		v = (x[i] - codec->low[i]) / codec->step[i];
+
+		/* Written so that NaN gets code 0 */
+		if (!(v >= 1.0f))
+			code[i] = 0;
+		else if (v >= HNSW_CODE_LEVELS - 1)
+			code[i] = HNSW_CODE_LEVELS - 1;
+		else
+			code[i] = (uint8) v;
+	}
+}
+
+/*
+ * Build the table of lower bounds for query: entry [i * 256 + c] bounds
+ * from below dimension i's share of the distance from query to any vector
+ * whose code has c in dimension i, so that the sum over a code's entries
+ * bounds the internal distance (HnswDistance) from below.  Code intervals
+ * are widened by a thousandth of a step so that rounding in
+ * HnswCodecEncode never puts a value outside its code's interval.
+ */
+const float *
+HnswBoundTable(const HnswCodec *codec, HnswMetric metric, const float *query,
+			   MemoryContext cxt)
+{
+	float	   *table = MemoryContextAlloc(cxt, sizeof(float) * HNSW_CODE_LEVELS * codec->dims);
+	const int	top = HNSW_CODE_LEVELS - 1;
+
+	for (int i = 0; i < codec->dims; i++)
+	{
+		float		q = query[i];
+		float		step = codec->step[i];
+		float		slack = step * 1e-3f + fabsf(codec->low[i]) * 1e-6f;
+		float		offset = q - codec->low[i];
+		float	   *row = table + i * HNSW_CODE_LEVELS;
+
+		switch (metric)
+		{
+			case HNSW_METRIC_L2:
+			case HNSW_METRIC_L1:
+				/* Distance from q to the interval; code 0 open below, 255 above */
+				for (int c = 0; c < HNSW_CODE_LEVELS; c++)
+				{
+					float		below = c * step - slack - offset;
+					float		above = offset - (c + 1) * step - slack;
+					float		gap;
+
+					if (c == 0)
+						below = 0.0f;
+					if (c == top)
+						above = 0.0f;
+					gap = Max(0.0f, Max(below, above));
+					row[c] = metric == HNSW_METRIC_L2 ? gap * gap : gap;
+				}
+				break;
+			case HNSW_METRIC_COSINE:
+			case HNSW_METRIC_IP:
+				/* -q * x is smallest at the interval's end in the direction of q */
+				for (int c = 0; c < HNSW_CODE_LEVELS; c++)
+				{
+					if (q > 0.0f)
+						row[c] = c == top ? -INFINITY :
+							-q * (codec->low[i] + (c + 1) * step + slack);
+					else if (q < 0.0f)
+						row[c] = c == 0 ? -INFINITY :
+							-q * (codec->low[i] + c * step - slack);
+					else
+						row[c] = 0.0f;
+				}
+				/* 1 - dot for cosine: the constant goes into dimension 0 */
+				if (metric == HNSW_METRIC_COSINE && i == 0)
+					for (int c = 0; c < HNSW_CODE_LEVELS; c++)
+						row[c] += 1.0f;
+				break;
+		}
+	}
+	return table;
 }
 
 /* Inline neighbour slots of an element tuple (neighbortid invalid) */
@@ -198,6 +346,7 @@ HnswInitMetaPage(Page page, int dims, int m, int efConstruction)
 
 	HnswInitPage(page);
 	meta = HnswPageGetMeta(page);
+	memset(meta, 0, sizeof(HnswMetaPageData));
 	meta->magic = HNSW_MAGIC;
 	meta->version = HNSW_FORMAT_VERSION;
 	meta->dims = dims;
@@ -356,8 +505,8 @@ CompareResultFurthest(const pairingheap_node *a, const pairingheap_node *b, void
  */
 void
 HnswSearchInit(HnswSearch *search, Relation index, HnswMetric metric,
-			   int dims, int m, const float *query, int level, int ef,
-			   MemoryContext cxt)
+			   int dims, int m, const HnswCodec *codec, const float *query,
+			   int level, int ef, MemoryContext cxt)
 {
 	MemoryContext oldcxt = MemoryContextSwitchTo(cxt);
 
@@ -367,6 +516,8 @@ HnswSearchInit(HnswSearch *search, Relation index, HnswMetric metric,
 	search->dims = dims;
 	search->m = m;
 	search->query = query;
+	if (HnswLevelCodeDims(codec, level) > 0)
+		search->codec = codec;
 	search->level = level;
 	search->ef = ef;
 	search->cxt = cxt;
@@ -385,9 +536,12 @@ CompareTids(const void *a, const void *b)
 	return ItemPointerCompare((ItemPointer) a, (ItemPointer) b);
 }
 
-/* Copy the neighbours of one level out of a slot array */
+/*
+ * Copy the neighbours of the search's level out of the slot array of an
+ * element of the given level, with their codes when the search uses them.
+ */
 static void
-CopyNeighbors(HnswSearch *search, HnswCandidate *c, ItemPointer slots)
+CopyNeighbors(HnswSearch *search, HnswCandidate *c, ItemPointer slots, int level)
 {
 	int			start = HnswLevelStart(search->m, search->level);
 	int			capacity = HnswLevelCapacity(search->m, search->level);
@@ -402,6 +556,13 @@ CopyNeighbors(HnswSearch *search, HnswCandidate *c, ItemPointer slots)
 		c->neighbors[n++] = slots[start + i];
 	}
 	c->nneighbors = n;
+	if (search->codec != NULL && n > 0)
+	{
+		if (c->codes == NULL)
+			c->codes = MemoryContextAlloc(search->cxt, (Size) capacity * search->codec->dims);
+		memcpy(c->codes, HnswSlotCode(slots, search->m, level, search->codec, start),
+			   (Size) n * search->codec->dims);
+	}
 }
 
 /* Whether an element at this distance would enter the result heap now */
@@ -541,7 +702,7 @@ LoadElements(HnswSearch *search, ItemPointer tids, int n, HnswCandidate **out)
 			if (!ItemIdIsNormal(itemid))
 				continue;
 			item = (char *) PageGetItem(page, itemid);
-			for (Size b = 0; b < ItemIdGetLength(itemid) && b < 1024; b += 64)
+			for (Size b = 0; b < ItemIdGetLength(itemid) && b < 2048; b += 64)
 				__builtin_prefetch(item + b);
 		}
 
@@ -567,6 +728,7 @@ LoadElements(HnswSearch *search, ItemPointer tids, int n, HnswCandidate **out)
 			c->inResult = false;
 			c->nneighbors = 0;
 			c->neighbors = NULL;
+			c->codes = NULL;
 			c->vector = NULL;
 			c->level = etup->level;
 			c->nheaptids = etup->nheaptids;
@@ -586,15 +748,20 @@ LoadElements(HnswSearch *search, ItemPointer tids, int n, HnswCandidate **out)
 				c->nneighbors = 0;	/* stale link from a higher level: no edges */
 				c->neighborsLoaded = true;
 			}
-			else if (!ItemPointerIsValid(&etup->neighbortid) && WillEnterResult(search, c->distance))
+			else if (!ItemPointerIsValid(&etup->neighbortid) && search->codec == NULL &&
+					 WillEnterResult(search, c->distance))
 			{
 				/*
 				 * Copy the list now only for an element that enters the
 				 * result set: only those are expanded in this batch, and
 				 * most visited elements never are.  Others read it again if
-				 * a later batch expands them.
+				 * a later batch expands them.  With codes, the list is read
+				 * again when the element is expanded: the codes made the
+				 * copy several times larger, most elements that enter the
+				 * result leave it before they are expanded, and the copies
+				 * cost more than the second buffer access.
 				 */
-				CopyNeighbors(search, c, HnswTupleSlots(etup, search->dims));
+				CopyNeighbors(search, c, HnswTupleSlots(etup, search->dims), etup->level);
 				c->neighborsLoaded = true;
 			}
 			out[nout++] = c;
@@ -629,7 +796,7 @@ LoadNeighborList(HnswSearch *search, HnswCandidate *c)
 		HnswNeighborTuple ntup = HnswGetNeighborTuple(page, ItemPointerGetOffsetNumber(target));
 
 		if (ntup != NULL && ntup->level >= search->level)
-			CopyNeighbors(search, c, ntup->slots);
+			CopyNeighbors(search, c, ntup->slots, ntup->level);
 	}
 	else
 	{
@@ -638,7 +805,7 @@ LoadNeighborList(HnswSearch *search, HnswCandidate *c)
 		/* The slot may hold another element by now; then it has no edges here */
 		if (etup != NULL && etup->level == c->level && etup->level >= search->level &&
 			!ItemPointerIsValid(&etup->neighbortid))
-			CopyNeighbors(search, c, HnswTupleSlots(etup, search->dims));
+			CopyNeighbors(search, c, HnswTupleSlots(etup, search->dims), etup->level);
 	}
 	c->neighborsLoaded = true;
 	UnlockReleaseBuffer(buf);
@@ -671,19 +838,76 @@ AddCandidate(HnswSearch *search, HnswCandidate *c)
 		pairingheap_add(search->pending, &c->rnode);
 }
 
-/* Visit the unvisited neighbours of c */
+/* Read the elements at tids[0 .. n) and add them to the search; loaded has room for n */
+static void
+VisitElements(HnswSearch *search, ItemPointer tids, int n, HnswCandidate **loaded)
+{
+	int			nloaded = LoadElements(search, tids, n, loaded);
+
+	for (int i = 0; i < nloaded; i++)
+	{
+		search->nvisited++;
+		AddCandidate(search, loaded[i]);
+	}
+}
+
+/* Remember a neighbour skipped by its bound, for the next batch */
+static void
+DeferNeighbor(HnswSearch *search, ItemPointer tid)
+{
+	if (search->ndeferred == search->maxdeferred)
+	{
+		search->maxdeferred = Max(256, search->maxdeferred * 2);
+		if (search->deferred == NULL)
+			search->deferred = MemoryContextAlloc(search->cxt,
+												  sizeof(ItemPointerData) * search->maxdeferred);
+		else
+			search->deferred = repalloc(search->deferred,
+										sizeof(ItemPointerData) * search->maxdeferred);
+	}
+	search->deferred[search->ndeferred++] = *tid;
+	search->skipped++;
+}
+
+/*
+ * Visit the unvisited neighbours of c.
+ *
+ * With neighbour codes, once the result holds ef elements, a neighbour
+ * whose lower bound (HnswBoundTable) is above the furthest result is not
+ * read.  Read, it could not enter the result, and the furthest result only
+ * comes nearer during a batch, so the search would never expand it in this
+ * batch either: the batch's result and the set of elements it expands stay
+ * the same, and only reads are saved.  Skipped neighbours are not marked
+ * visited, so another element's list can still lead to them, and the next
+ * batch reads all of them first (HnswSearchBatch).
+ */
 static void
 ExpandCandidate(HnswSearch *search, HnswCandidate *c)
 {
 	ItemPointerData *tids;
 	HnswCandidate **loaded;
 	int			ntids = 0;
-	int			nloaded;
+	bool		filter = false;
+	double		limit = 0.0;
 
 	if (!c->neighborsLoaded)
 		LoadNeighborList(search, c);
 	if (c->nneighbors == 0)
 		return;
+
+	if (search->codec != NULL && c->codes != NULL && search->query != NULL &&
+		search->nresult >= search->ef)
+	{
+		double		furthest = pairingheap_container(HnswCandidate, rnode,
+													 pairingheap_first(search->result))->distance;
+
+		if (search->bounds == NULL)
+			search->bounds = HnswBoundTable(search->codec, search->metric, search->query,
+											search->cxt);
+		/* A margin for rounding in the table and in the distance kernels */
+		limit = furthest + fabs(furthest) * 1e-5;
+		filter = true;
+	}
 
 	tids = palloc(sizeof(ItemPointerData) * c->nneighbors);
 	loaded = palloc(sizeof(HnswCandidate *) * c->nneighbors);
@@ -691,21 +915,31 @@ ExpandCandidate(HnswSearch *search, HnswCandidate *c)
 	{
 		bool		found;
 
+		if (hnsw_visited_lookup(search->visited, c->neighbors[i]) != NULL)
+			continue;
+		if (filter)
+		{
+			const uint8 *code = c->codes + (Size) i * search->codec->dims;
+			const float *row = search->bounds;
+			float		bound = 0.0f;
+
+			for (int d = 0; d < search->codec->dims; d++, row += HNSW_CODE_LEVELS)
+				bound += row[code[d]];
+			if (bound > limit)
+			{
+				DeferNeighbor(search, &c->neighbors[i]);
+				continue;
+			}
+		}
 		hnsw_visited_insert(search->visited, c->neighbors[i], &found);
-		if (!found)
-			tids[ntids++] = c->neighbors[i];
+		tids[ntids++] = c->neighbors[i];
 	}
 	/*
-	 * No sort by block here: with ~20 elements per page, neighbours of one
+	 * No sort by block here: with a few elements per page, neighbours of one
 	 * element rarely share a page, and sorting cost more than it saved.
 	 * Consecutive TIDs on one page still share a buffer access.
 	 */
-	nloaded = LoadElements(search, tids, ntids, loaded);
-	for (int i = 0; i < nloaded; i++)
-	{
-		search->nvisited++;
-		AddCandidate(search, loaded[i]);
-	}
+	VisitElements(search, tids, ntids, loaded);
 	pfree(tids);
 	pfree(loaded);
 }
@@ -756,6 +990,32 @@ HnswSearchBatch(HnswSearch *search, int maxVisited, HnswCandidate **out)
 		pairingheap_add(search->result, &c->rnode);
 		search->nresult++;
 	}
+
+	/*
+	 * Then read the neighbours earlier batches skipped by their bound, so
+	 * this batch starts from everything the search without codes would
+	 * have read by now.
+	 */
+	if (search->nbatches > 0 && search->ndeferred > 0)
+	{
+		ItemPointerData *tids = palloc(sizeof(ItemPointerData) * search->ndeferred);
+		HnswCandidate **loaded = palloc(sizeof(HnswCandidate *) * search->ndeferred);
+		int			ntids = 0;
+
+		for (int i = 0; i < search->ndeferred; i++)
+		{
+			bool		found;
+
+			hnsw_visited_insert(search->visited, search->deferred[i], &found);
+			if (!found)
+				tids[ntids++] = search->deferred[i];
+		}
+		search->ndeferred = 0;
+		VisitElements(search, tids, ntids, loaded);
+		pfree(tids);
+		pfree(loaded);
+	}
+	search->nbatches++;
 
 	/* 2. Expand candidates while they can still improve the result */
 	while (!pairingheap_is_empty(search->candidates) && search->nvisited < maxVisited)
@@ -808,10 +1068,12 @@ HnswSearchBatch(HnswSearch *search, int maxVisited, HnswCandidate **out)
  * level 0 then never reaches the query's.  Scans pass a small ef, because
  * every query pays for the descent.  Inserts and VACUUM's repairs pass a
  * larger one, because an element linked into the wrong cluster stays hard
- * to find for every later search.
+ * to find for every later search.  Levels with codes use bounds (the
+ * caller's HnswBoundTable of query, or NULL to build one per level).
  */
 void
 HnswSearchDescend(Relation index, HnswMetric metric, int dims, int m,
+				  const HnswCodec *codec, const float *bounds,
 				  const float *query, const Latent *queryLatent,
 				  const HnswMetaPageData *meta, int toLevel, int ef,
 				  ItemPointer entry, uint64 *bufferAccesses, MemoryContext cxt)
@@ -825,7 +1087,9 @@ HnswSearchDescend(Relation index, HnswMetric metric, int dims, int m,
 	{
 		HnswSearch search;
 
-		HnswSearchInit(&search, index, metric, dims, m, query, lc, ef, levelcxt);
+		HnswSearchInit(&search, index, metric, dims, m, codec, query, lc, ef, levelcxt);
+		if (search.codec != NULL)
+			search.bounds = bounds;
 		search.queryLatent = queryLatent;
 		HnswSearchAddSeed(&search, entry);
 		if (HnswSearchBatch(&search, INT_MAX, best) >= 1)
@@ -864,11 +1128,11 @@ HnswLoadNeighbors(HnswSearch *search, HnswCandidate *c)
  */
 HnswElementTuple
 HnswFormElement(int dims, int m, int level, bool inlineNeighbors,
-				const float *vec, uint32 fingerprint, Size *size)
+				const HnswCodec *codec, const float *vec, uint32 fingerprint, Size *size)
 {
 	HnswElementTuple etup;
 
-	*size = HnswElementTupleSize(dims, m, level, inlineNeighbors);
+	*size = HnswElementTupleSize(dims, m, level, inlineNeighbors, codec);
 	etup = palloc0(*size);
 	etup->type = HNSW_ELEMENT_TUPLE;
 	etup->level = level;
@@ -889,11 +1153,11 @@ HnswFormElement(int dims, int m, int level, bool inlineNeighbors,
 
 /* Build a neighbour tuple with all slots empty */
 HnswNeighborTuple
-HnswFormNeighborTuple(int m, int level, Size *size)
+HnswFormNeighborTuple(int m, int level, const HnswCodec *codec, Size *size)
 {
 	HnswNeighborTuple ntup;
 
-	*size = HnswNeighborTupleSize(m, level);
+	*size = HnswNeighborTupleSize(m, level, codec);
 	ntup = palloc0(*size);
 	ntup->type = HNSW_NEIGHBOR_TUPLE;
 	ntup->level = level;

@@ -40,6 +40,7 @@ typedef struct VacuumState
 	int			dims;
 	int			m;
 	int			efConstruction;
+	HnswCodec	codec;			/* from the metapage */
 	MemoryContext cxt;
 	hnsw_visited_hash *deleted; /* TIDs of deleted elements */
 	ItemPointerData bestTid;	/* highest live element, for the entry point */
@@ -241,9 +242,10 @@ RepairElement(VacuumState *vs, ItemPointerData tid)
 	HnswCandidate **found;
 	float	   *vec;
 	int			level;
+	const float *bounds = NULL;
 
 	/* The element's vector and level */
-	HnswSearchInit(&probe, vs->index, vs->metric, vs->dims, vs->m, NULL, 0, 1, vs->cxt);
+	HnswSearchInit(&probe, vs->index, vs->metric, vs->dims, vs->m, NULL, NULL, 0, 1, vs->cxt);
 	probe.keepVectors = true;
 	probe.query = palloc0(sizeof(float) * vs->dims);
 	if (HnswLoadCandidates(&probe, &selftid, 1, &self) == 0 || self->deleted)
@@ -254,8 +256,10 @@ RepairElement(VacuumState *vs, ItemPointerData tid)
 	/* Descend to the element's level */
 	HnswReadMeta(vs->index, &meta);
 	level = Min(level, meta.entryLevel);
-	HnswSearchDescend(vs->index, vs->metric, vs->dims, vs->m, vec, NULL, &meta, level,
-					  HNSW_INSERT_DESCENT_EF, &entry, NULL, vs->cxt);
+	if (vs->codec.dims > 0)
+		bounds = HnswBoundTable(&vs->codec, vs->metric, vec, vs->cxt);
+	HnswSearchDescend(vs->index, vs->metric, vs->dims, vs->m, &vs->codec, bounds, vec, NULL,
+					  &meta, level, HNSW_INSERT_DESCENT_EF, &entry, NULL, vs->cxt);
 	found = palloc(sizeof(HnswCandidate *) * vs->efConstruction);
 	seeds = palloc(sizeof(ItemPointerData) * vs->efConstruction);
 	seeds[0] = entry;
@@ -273,6 +277,8 @@ RepairElement(VacuumState *vs, ItemPointerData tid)
 		double	   *distances;
 		int		   *selected;
 		ItemPointerData *newlist;
+		uint8	   *newcodes;
+		int			codeDims = HnswLevelCodeDims(&vs->codec, lc);
 		int			nfound;
 		int			ntids = 0;
 		int			nloaded;
@@ -283,8 +289,10 @@ RepairElement(VacuumState *vs, ItemPointerData tid)
 		bool		present;
 
 		/* Search this level, seeding the next one */
-		HnswSearchInit(&graph, vs->index, vs->metric, vs->dims, vs->m, vec, lc,
+		HnswSearchInit(&graph, vs->index, vs->metric, vs->dims, vs->m, &vs->codec, vec, lc,
 					   vs->efConstruction, vs->cxt);
+		if (graph.codec != NULL)
+			graph.bounds = bounds;
 		for (int i = 0; i < nseeds; i++)
 			HnswSearchAddSeed(&graph, &seeds[i]);
 		nfound = HnswSearchBatch(&graph, INT_MAX, found);
@@ -293,7 +301,7 @@ RepairElement(VacuumState *vs, ItemPointerData tid)
 		nseeds = nfound;
 
 		/* The current list; nothing to do unless it names a deleted element */
-		HnswSearchInit(&search, vs->index, vs->metric, vs->dims, vs->m, vec, lc,
+		HnswSearchInit(&search, vs->index, vs->metric, vs->dims, vs->m, &vs->codec, vec, lc,
 					   capacity, vs->cxt);
 		search.keepVectors = true;
 		selftid = tid;
@@ -357,6 +365,7 @@ RepairElement(VacuumState *vs, ItemPointerData tid)
 		distances = palloc(sizeof(double) * Max(nlive, 1));
 		selected = palloc(sizeof(int) * capacity);
 		newlist = palloc(sizeof(ItemPointerData) * capacity);
+		newcodes = palloc((Size) capacity * Max(codeDims, 1));
 		for (int i = 0; i < nlive; i++)
 		{
 			vectors[i] = loaded[i]->vector;
@@ -365,11 +374,16 @@ RepairElement(VacuumState *vs, ItemPointerData tid)
 		nselected = HnswSelectNeighbors(vs->metric, vs->dims, vectors, distances, nlive,
 										capacity, selected);
 		for (int i = 0; i < nselected; i++)
+		{
 			newlist[i] = loaded[selected[i]]->tid;
+			if (codeDims > 0)
+				HnswCodecEncode(&vs->codec, loaded[selected[i]]->vector,
+								newcodes + (Size) i * codeDims);
+		}
 
 		HnswWriteNeighborList(vs->index, &tid, &current->neighbortid, vs->dims, vs->m, lc,
-							  current->neighbors, current->nneighbors,
-							  newlist, nselected, NULL);
+							  &vs->codec, current->neighbors, current->nneighbors,
+							  newlist, newcodes, nselected, NULL, NULL);
 
 		/* Edges back from the new neighbours */
 		for (int i = 0; i < nselected; i++)
@@ -379,8 +393,9 @@ RepairElement(VacuumState *vs, ItemPointerData tid)
 			for (int j = 0; j < current->nneighbors && !known; j++)
 				known = ItemPointerEquals(&newlist[i], &current->neighbors[j]);
 			if (!known)
-				HnswAddReverseEdge(vs->index, vs->metric, vs->dims, vs->m, lc, &newlist[i],
-								   &tid, vec, loaded[selected[i]]->distance, vs->cxt);
+				HnswAddReverseEdge(vs->index, vs->metric, vs->dims, vs->m, &vs->codec, lc,
+								   &newlist[i], &tid, vec, loaded[selected[i]]->distance,
+								   vs->cxt);
 		}
 	}
 }
@@ -496,6 +511,7 @@ hnswbulkdelete(IndexVacuumInfo *info, IndexBulkDeleteResult *stats,
 	vs.strategy = info->strategy;
 	vs.metric = HnswGetMetric(info->index);
 	vs.dims = meta.dims;
+	vs.codec = meta.codec;
 	vs.m = HnswGetM(info->index);
 	vs.efConstruction = HnswGetEfConstruction(info->index);
 	vs.bestLevel = -1;

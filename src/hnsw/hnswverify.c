@@ -6,14 +6,17 @@
  *	 1. metapage, page headers and every tuple's own fields; records each
  *		element's level;
  *	 2. every neighbour list: slots packed, no duplicates, no self links,
- *		every target an element of at least the list's level; the entry
- *		point and its level.
+ *		every target an element of at least the list's level, every level-0
+ *		code equal to the code of the target's vector; the entry point and
+ *		its level.
  * Each problem is one result row (block, offset, message); a healthy index
  * returns no rows.  Concurrent inserts can make a list briefly name an
  * element that a concurrent vacuum is removing, so run it on a quiet index
  * for a clean result.
  */
 #include "postgres.h"
+
+#include <math.h>
 
 #include "access/relation.h"
 #include "catalog/pg_class.h"
@@ -38,6 +41,7 @@ typedef struct ElementInfo
 {
 	int			level;
 	bool		deleted;
+	uint8		code[FLEXIBLE_ARRAY_MEMBER];	/* codec.dims bytes */
 } ElementInfo;
 
 static void
@@ -75,11 +79,17 @@ LookupElement(hnsw_visited_hash *elements, ItemPointerData tid)
 	return entry ? (ElementInfo *) entry->candidate : NULL;
 }
 
-/* Check one level's list of the element at (blkno, off) */
+/*
+ * Check one level's list of the element at (blkno, off).  slots is the
+ * element's slot array and level its level.
+ */
 static void
 CheckList(VerifyState *vs, hnsw_visited_hash *elements, BlockNumber blkno,
-		  OffsetNumber off, int m, int lc, const ItemPointerData *slots)
+		  OffsetNumber off, const HnswMetaPageData *meta, int level, int lc,
+		  ItemPointer slots)
 {
+	int			m = meta->m;
+	int			codeDims = HnswLevelCodeDims(&meta->codec, lc);
 	int			capacity = HnswLevelCapacity(m, lc);
 	const ItemPointerData *list = slots + HnswLevelStart(m, lc);
 	ItemPointerData self;
@@ -112,6 +122,11 @@ CheckList(VerifyState *vs, hnsw_visited_hash *elements, BlockNumber blkno,
 			Report(vs, blkno, off, "level %d list names (%u,%u), whose level is %d",
 				   lc, ItemPointerGetBlockNumber(&t), ItemPointerGetOffsetNumber(&t),
 				   target->level);
+		else if (codeDims > 0 &&
+				 memcmp(HnswSlotCode(slots, m, level, &meta->codec, HnswLevelStart(m, lc) + i),
+						target->code, codeDims) != 0)
+			Report(vs, blkno, off, "level %d slot %d has a code that differs from the code of (%u,%u)",
+				   lc, i, ItemPointerGetBlockNumber(&t), ItemPointerGetOffsetNumber(&t));
 	}
 }
 
@@ -162,6 +177,25 @@ hnsw_verify(PG_FUNCTION_ARGS)
 	if (meta.m != HnswGetM(index))
 		Report(&vs, HNSW_METAPAGE_BLKNO, InvalidOffsetNumber,
 			   "metapage has m %u, the index option is %d", meta.m, HnswGetM(index));
+	if (meta.codec.dims != 0)
+	{
+		HnswCodec	expected;
+
+		HnswCodecSetLayout(&expected, meta.dims, meta.m);
+		if (meta.codec.dims != expected.dims || meta.codec.maxLevel != expected.maxLevel)
+		{
+			Report(&vs, HNSW_METAPAGE_BLKNO, InvalidOffsetNumber,
+				   "metapage has codes of %u dimensions up to level %u, expected %u up to level %u",
+				   meta.codec.dims, meta.codec.maxLevel, expected.dims, expected.maxLevel);
+			goto done;
+		}
+	}
+	for (int i = 0; i < meta.codec.dims; i++)
+		if (!isfinite(meta.codec.low[i]) || !(meta.codec.step[i] > 0.0f) ||
+			!isfinite(meta.codec.step[i]))
+			Report(&vs, HNSW_METAPAGE_BLKNO, InvalidOffsetNumber,
+				   "metapage has code range %g + %g * c in dimension %d",
+				   meta.codec.low[i], meta.codec.step[i], i);
 	nblocks = RelationGetNumberOfBlocks(index);
 
 	/* 1. Tuples */
@@ -207,11 +241,13 @@ hnsw_verify(PG_FUNCTION_ARGS)
 				continue;
 			}
 			isinline = !ItemPointerIsValid(&etup->neighbortid);
-			if (ItemIdGetLength(itemid) != HnswElementTupleSize(meta.dims, meta.m, etup->level, isinline))
+			if (ItemIdGetLength(itemid) != HnswElementTupleSize(meta.dims, meta.m, etup->level,
+																isinline, &meta.codec))
 			{
 				Report(&vs, blkno, off, "element has size %u, expected %zu",
 					   ItemIdGetLength(itemid),
-					   HnswElementTupleSize(meta.dims, meta.m, etup->level, isinline));
+					   HnswElementTupleSize(meta.dims, meta.m, etup->level, isinline,
+											&meta.codec));
 				continue;
 			}
 			if (etup->nheaptids > HNSW_HEAPTIDS)
@@ -227,7 +263,8 @@ hnsw_verify(PG_FUNCTION_ARGS)
 			}
 
 			ItemPointerSet(&tid, blkno, off);
-			info = palloc(sizeof(ElementInfo));
+			info = palloc(offsetof(ElementInfo, code) + meta.codec.dims);
+			HnswCodecEncode(&meta.codec, etup->x, info->code);
 			info->level = etup->level;
 			info->deleted = (etup->flags & HNSW_ELEMENT_DELETED) != 0;
 			entry = hnsw_visited_insert(elements, tid, &found);
@@ -275,7 +312,7 @@ hnsw_verify(PG_FUNCTION_ARGS)
 						   ItemPointerGetBlockNumber(&ntid), ItemPointerGetOffsetNumber(&ntid));
 				else
 					for (int lc = 0; lc <= level; lc++)
-						CheckList(&vs, elements, blkno, off, meta.m, lc, ntup->slots);
+						CheckList(&vs, elements, blkno, off, &meta, level, lc, ntup->slots);
 				UnlockReleaseBuffer(nbuf);
 				buf = ReadBuffer(index, blkno);
 				LockBuffer(buf, BUFFER_LOCK_SHARE);
@@ -283,7 +320,7 @@ hnsw_verify(PG_FUNCTION_ARGS)
 				continue;
 			}
 			for (int lc = 0; lc <= etup->level; lc++)
-				CheckList(&vs, elements, blkno, off, meta.m, lc,
+				CheckList(&vs, elements, blkno, off, &meta, etup->level, lc,
 						  HnswTupleSlots(etup, meta.dims));
 		}
 		UnlockReleaseBuffer(buf);

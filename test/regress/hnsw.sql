@@ -134,6 +134,17 @@ SELECT count(*) AS problems FROM wdc.hnsw_verify('hnsw_t_l2');
 SELECT hnsw_recall('<->') >= 0.95 AS recall_after_insert_ok;
 SELECT hnsw_count('<->', 5000) AS all_rows_after_insert;
 
+-- inserts far outside the value range the neighbour codes were fitted to
+-- at build time: the codes clamp, and the rows are still found
+INSERT INTO hnsw_t
+SELECT i, 'FRI', array_fill(sign(i - 2704.5) * (abs(i - 2704.5) + 0.5) * 5, ARRAY[8])::real[]::latent
+FROM generate_series(2701, 2708) i;
+SET enable_seqscan = off;
+SELECT array(SELECT id FROM hnsw_t ORDER BY z <-> '[12,12,12,12,12,12,12,12]' LIMIT 3) AS far_high;
+SELECT array(SELECT id FROM hnsw_t ORDER BY z <-> '[-12,-12,-12,-12,-12,-12,-12,-12]' LIMIT 3) AS far_low;
+RESET enable_seqscan;
+SELECT count(*) AS problems FROM wdc.hnsw_verify('hnsw_t_l2');
+
 -- deletes and VACUUM
 DELETE FROM hnsw_t WHERE id % 10 < 3;
 VACUUM hnsw_t;
