@@ -42,6 +42,10 @@ wdc_hnsw_init(void)
 					  "Size of the candidate list while inserting into the graph",
 					  HNSW_DEFAULT_EF_CONSTRUCTION, HNSW_MIN_EF_CONSTRUCTION,
 					  HNSW_MAX_EF_CONSTRUCTION, AccessExclusiveLock);
+	add_bool_reloption(hnsw_relopt_kind, "neighbor_codes",
+					   "Store a one-byte-per-dimension code of each neighbour next to its link, "
+					   "so that scans skip neighbours that cannot qualify (index about four times larger)",
+					   true, AccessExclusiveLock);
 
 	DefineCustomIntVariable("wdc.hnsw_ef_search",
 							"Sets the size of the candidate list of wdc_hnsw index scans.",
@@ -70,6 +74,7 @@ hnswoptions(Datum reloptions, bool validate)
 	static const relopt_parse_elt tab[] = {
 		{"m", RELOPT_TYPE_INT, offsetof(HnswOptions, m)},
 		{"ef_construction", RELOPT_TYPE_INT, offsetof(HnswOptions, efConstruction)},
+		{"neighbor_codes", RELOPT_TYPE_BOOL, offsetof(HnswOptions, neighborCodes)},
 	};
 
 	return (bytea *) build_reloptions(reloptions, validate, hnsw_relopt_kind,
@@ -92,6 +97,15 @@ HnswGetEfConstruction(Relation index)
 	HnswOptions *opts = (HnswOptions *) index->rd_options;
 
 	return opts ? opts->efConstruction : HNSW_DEFAULT_EF_CONSTRUCTION;
+}
+
+/* Option neighbor_codes of the index; it takes effect when the index is built */
+bool
+HnswGetNeighborCodes(Relation index)
+{
+	HnswOptions *opts = (HnswOptions *) index->rd_options;
+
+	return opts ? opts->neighborCodes : true;
 }
 
 /* Names of the build sub-phases in pg_stat_progress_create_index */

@@ -106,6 +106,7 @@ typedef struct HnswOptions
 	int32		vl_len_;		/* varlena header (do not touch directly) */
 	int			m;				/* max neighbours per level above 0 */
 	int			efConstruction; /* candidate list size during build */
+	bool		neighborCodes;	/* store neighbour codes (HnswCodec) */
 } HnswOptions;
 
 /*
@@ -292,6 +293,7 @@ extern int	hnsw_max_scan_tuples;
 extern void wdc_hnsw_init(void);
 extern int	HnswGetM(Relation index);
 extern int	HnswGetEfConstruction(Relation index);
+extern bool HnswGetNeighborCodes(Relation index);
 
 /* hnswbuild.c */
 extern IndexBuildResult *hnswbuild(Relation heap, Relation index, IndexInfo *indexInfo);

@@ -864,7 +864,7 @@ BreadthFirstOrder(HnswBuildState *bs)
 /*
  * Fit the codec to the graph's vectors: per dimension, the range from the
  * smallest to the largest value in 256 steps.  Leaves codec.dims at 0 when
- * the index gets no codes (HnswCodecSetLayout).
+ * the index gets no codes (neighbor_codes off, or see HnswCodecSetLayout).
  */
 static void
 FitCodec(HnswBuildState *bs)
@@ -872,7 +872,7 @@ FitCodec(HnswBuildState *bs)
 	HnswCodec  *codec = &bs->codec;
 
 	memset(codec, 0, sizeof(HnswCodec));
-	if (bs->nelements == 0)
+	if (bs->nelements == 0 || !HnswGetNeighborCodes(bs->index))
 		return;
 	HnswCodecSetLayout(codec, bs->dims, bs->m);
 	for (int i = 0; i < codec->dims; i++)

@@ -73,6 +73,16 @@ DROP INDEX hnsw_lo;
 CREATE INDEX hnsw_hi ON hnsw_t USING wdc_hnsw (z latent_l2_ops) WITH (m = 100, ef_construction = 1000);
 SELECT count(*) AS problems FROM wdc.hnsw_verify('hnsw_hi');
 DROP INDEX hnsw_hi;
+-- neighbor_codes off: no codes (8 bytes per slot at 8 dimensions), half the size, same results
+CREATE INDEX hnsw_bad ON hnsw_t USING wdc_hnsw (z latent_l2_ops) WITH (neighbor_codes = maybe);
+CREATE INDEX hnsw_codes ON hnsw_t USING wdc_hnsw (z latent_l2_ops);
+SELECT hnsw_recall('<->') AS codes_recall;
+CREATE INDEX hnsw_plain ON hnsw_t USING wdc_hnsw (z latent_l2_ops) WITH (neighbor_codes = off);
+SELECT count(*) AS problems FROM wdc.hnsw_verify('hnsw_plain');
+SELECT round(pg_relation_size('hnsw_codes')::numeric / pg_relation_size('hnsw_plain'), 1) AS size_ratio_codes_to_plain;
+DROP INDEX hnsw_codes;
+SELECT hnsw_recall('<->') AS plain_recall;
+DROP INDEX hnsw_plain;
 SET wdc.hnsw_ef_search = 0;
 SET wdc.hnsw_ef_search = 1001;
 SET wdc.hnsw_ef_search = 1;
