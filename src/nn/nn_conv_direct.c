@@ -146,6 +146,89 @@ dc_store_avx512(float *p, __m512 v, int n)
 #undef dc_act
 #undef dc_store
 
+/* Lanes lo .. hi - 1 of a 16-lane mask (empty when hi <= lo). */
+static inline __mmask16
+lane_range(int64_t lo, int64_t hi)
+{
+	uint32_t	m;
+
+	if (lo < 0)
+		lo = 0;
+	if (hi > 16)
+		hi = 16;
+	if (hi <= lo)
+		return 0;
+	m = (hi - lo == 16) ? 0xFFFFu : ((1u << (hi - lo)) - 1) << lo;
+	return (__mmask16) m;
+}
+
+/*
+ * Fill one tap-plane row with stride 1 or 2: dst[ow] = row[ow * sw + cw]
+ * where 0 <= ow * sw + cw < W, else 0, for ow < OW.  Masked loads read
+ * only elements inside the row, so padding comes out as zeros.
+ */
+static inline void
+plane_row_avx512(float *dst, const float *row, int64_t W, int64_t OW,
+				 int64_t sw, int64_t cw)
+{
+	const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18,
+										   20, 22, 24, 26, 28, 30);
+
+	for (int64_t ow0 = 0; ow0 < OW; ow0 += 16)
+	{
+		/* source window starts at column s0 */
+		int64_t		s0 = ow0 * sw + cw;
+		__mmask16	out = lane_range(0, OW - ow0);
+		__m512		v;
+
+		if (sw == 1)
+			v = _mm512_maskz_loadu_ps(lane_range(-s0, W - s0), row + s0);
+		else
+		{
+			__m512		a = _mm512_maskz_loadu_ps(lane_range(-s0, W - s0), row + s0);
+			__m512		b = _mm512_maskz_loadu_ps(lane_range(-s0 - 16, W - s0 - 16),
+												 row + s0 + 16);
+
+			v = _mm512_permutex2var_ps(a, even, b);
+		}
+		_mm512_mask_storeu_ps(dst + ow0, out, v);
+	}
+}
+
+/* Same as build_planes (below) for strides 1 and 2. */
+static void
+build_planes_avx512(const NnConvDirect *d, const float *x, float *planes)
+{
+	const NnConvGeom *g = &d->g;
+	int64_t		OW = g->OW,
+				psize = d->hq * OW;
+
+	for (int64_t c = 0; c < g->C; c++)
+		for (int64_t rh = 0; rh < g->SH; rh++)
+		{
+			if (!(d->phases & (1u << rh)))
+				continue;
+			for (int64_t i = 0; i < d->hq; i++)
+			{
+				int64_t		ih = i * g->SH + rh - g->PT;
+				float	   *dst = planes + ((c * g->SH + rh) * g->KW) * psize + i * OW;
+
+				for (int64_t kw = 0; kw < g->KW; kw++, dst += psize)
+				{
+					if (ih < 0 || ih >= g->H)
+					{
+						for (int64_t ow0 = 0; ow0 < OW; ow0 += 16)
+							_mm512_mask_storeu_ps(dst + ow0, lane_range(0, OW - ow0),
+												  _mm512_setzero_ps());
+						continue;
+					}
+					plane_row_avx512(dst, x + (c * g->H + ih) * g->W, g->W, OW,
+									 g->SW, kw * g->DW - g->PL);
+				}
+			}
+		}
+}
+
 #pragma GCC pop_options
 
 /* --- AVX2 -------------------------------------------------------------- */
@@ -387,7 +470,17 @@ nn_conv_direct_run(const NnConvDirect *d, const float *x, float *y,
 		int64_t		n = nimg - img0 < d->chunk ? nimg - img0 : d->chunk;
 
 		for (int64_t im = 0; im < n; im++)
-			build_planes(d, x + (img0 + im) * in_image, scratch + im * d->image_floats);
+		{
+			const float *xi = x + (img0 + im) * in_image;
+			float	   *pi = scratch + im * d->image_floats;
+
+#ifdef NN_DC_X86
+			if (d->isa == DC_ISA_AVX512 && d->g.SW <= 2)
+				build_planes_avx512(d, xi, pi);
+			else
+#endif
+				build_planes(d, xi, pi);
+		}
 		/* the last vector of the last image may read up to vlen - 1 past */
 		memset(scratch + n * d->image_floats, 0, d->vlen * sizeof(float));
 #ifdef NN_DC_X86
