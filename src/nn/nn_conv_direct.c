@@ -69,6 +69,8 @@ struct NnConvDirect
 	int64_t		image_floats;	/* tap planes of one image */
 	int64_t		chunk;			/* images per tap-plane copy */
 	uint32_t	phases;			/* bit rh set: row phase rh is read */
+	int			plane_lanes;	/* 16 or 8: pixels per copy in
+								 * build_planes_avx512, 0: it does not apply */
 	float	   *wpack;			/* [G][nmb][kt][nm], zero past M / G */
 	float	   *bias;			/* [G][nmb][nm] */
 	int32_t    *off;			/* [kt]: offset of each pair's plane row 0 */
@@ -163,70 +165,79 @@ lane_range(int64_t lo, int64_t hi)
 }
 
 /*
- * Fill one tap-plane row with stride 1 or 2: dst[ow] = row[ow * sw + cw]
- * where 0 <= ow * sw + cw < W, else 0, for ow < OW.  Masked loads read
- * only elements inside the row, so padding comes out as zeros.
+ * Fill the pixels of mask out, from ow0 on, of the tap-plane rows of
+ * every kernel column kw from one input row: dst[kw * psize + ow] =
+ * row[ow * sw + kw * dw - pl] where that column lies in 0 .. W - 1, else
+ * 0.  The 32 columns from ow0 * sw - pl on are read once with masked
+ * loads, which leave columns outside the row as zeros, and each plane's
+ * lanes are picked out with one permute.  The caller checks that the
+ * columns read fit in those 32.
  */
 static inline void
-plane_row_avx512(float *dst, const float *row, int64_t W, int64_t OW,
-				 int64_t sw, int64_t cw)
+plane_rows_avx512(float *dst, int64_t psize, const float *row,
+				  const __m512i *index, int64_t nkw, __mmask16 load_lo,
+				  __mmask16 load_hi, __mmask16 out, int64_t s0)
 {
-	const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18,
-										   20, 22, 24, 26, 28, 30);
+	__m512		a = _mm512_maskz_loadu_ps(load_lo, row + s0);
+	__m512		b = _mm512_maskz_loadu_ps(load_hi, row + s0 + 16);
 
-	for (int64_t ow0 = 0; ow0 < OW; ow0 += 16)
-	{
-		/* source window starts at column s0 */
-		int64_t		s0 = ow0 * sw + cw;
-		__mmask16	out = lane_range(0, OW - ow0);
-		__m512		v;
-
-		if (sw == 1)
-			v = _mm512_maskz_loadu_ps(lane_range(-s0, W - s0), row + s0);
-		else
-		{
-			__m512		a = _mm512_maskz_loadu_ps(lane_range(-s0, W - s0), row + s0);
-			__m512		b = _mm512_maskz_loadu_ps(lane_range(-s0 - 16, W - s0 - 16),
-												 row + s0 + 16);
-
-			v = _mm512_permutex2var_ps(a, even, b);
-		}
-		_mm512_mask_storeu_ps(dst + ow0, out, v);
-	}
+	for (int64_t kw = 0; kw < nkw; kw++)
+		_mm512_mask_storeu_ps(dst + kw * psize, out,
+							  _mm512_permutex2var_ps(a, index[kw], b));
 }
 
-/* Same as build_planes (below) for strides 1 and 2. */
+/* Largest kernel width that build_planes_avx512 handles. */
+#define DC_MAX_KW_AVX512 16
+
+/*
+ * Same as build_planes (below), d->plane_lanes output pixels at a time,
+ * for kernels at most DC_MAX_KW_AVX512 wide whose columns for that many
+ * output pixels span at most 32 input columns.
+ */
 static void
 build_planes_avx512(const NnConvDirect *d, const float *x, float *planes)
 {
 	const NnConvGeom *g = &d->g;
 	int64_t		OW = g->OW,
 				psize = d->hq * OW;
+	__m512i		index[DC_MAX_KW_AVX512];
 
-	for (int64_t c = 0; c < g->C; c++)
-		for (int64_t rh = 0; rh < g->SH; rh++)
-		{
-			if (!(d->phases & (1u << rh)))
-				continue;
-			for (int64_t i = 0; i < d->hq; i++)
+	for (int64_t kw = 0; kw < g->KW; kw++)
+		index[kw] = _mm512_add_epi32(
+									 _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+														_mm512_set1_epi32((int) g->SW)),
+									 _mm512_set1_epi32((int) (kw * g->DW)));
+
+	for (int64_t ow0 = 0; ow0 < OW; ow0 += d->plane_lanes)
+	{
+		/* the 32 columns read start at s0 */
+		int64_t		s0 = ow0 * g->SW - g->PL;
+		__mmask16	load_lo = lane_range(-s0, g->W - s0),
+					load_hi = lane_range(-s0 - 16, g->W - s0 - 16),
+					out = lane_range(0, OW - ow0 < d->plane_lanes ?
+									 OW - ow0 : d->plane_lanes);
+
+		for (int64_t c = 0; c < g->C; c++)
+			for (int64_t rh = 0; rh < g->SH; rh++)
 			{
-				int64_t		ih = i * g->SH + rh - g->PT;
-				float	   *dst = planes + ((c * g->SH + rh) * g->KW) * psize + i * OW;
+				float	   *dst = planes + (c * g->SH + rh) * g->KW * psize + ow0;
 
-				for (int64_t kw = 0; kw < g->KW; kw++, dst += psize)
+				if (!(d->phases & (1u << rh)))
+					continue;
+				for (int64_t i = 0; i < d->hq; i++, dst += OW)
 				{
-					if (ih < 0 || ih >= g->H)
-					{
-						for (int64_t ow0 = 0; ow0 < OW; ow0 += 16)
-							_mm512_mask_storeu_ps(dst + ow0, lane_range(0, OW - ow0),
+					int64_t		ih = i * g->SH + rh - g->PT;
+
+					if (ih >= 0 && ih < g->H)
+						plane_rows_avx512(dst, psize, x + (c * g->H + ih) * g->W,
+										  index, g->KW, load_lo, load_hi, out, s0);
+					else
+						for (int64_t kw = 0; kw < g->KW; kw++)
+							_mm512_mask_storeu_ps(dst + kw * psize, out,
 												  _mm512_setzero_ps());
-						continue;
-					}
-					plane_row_avx512(dst, x + (c * g->H + ih) * g->W, g->W, OW,
-									 g->SW, kw * g->DW - g->PL);
 				}
 			}
-		}
+	}
 }
 
 #pragma GCC pop_options
@@ -438,6 +449,22 @@ nn_conv_direct_plan(NnCtx *c, const NnConvGeom *g, const float *w,
 	d->image_floats = image_floats;
 	d->chunk = chunk;
 	d->phases = phases;
+	/*
+	 * build_planes_avx512 copies 16 or 8 output pixels of a row at a time
+	 * from 32 input columns, see plane_rows_avx512.
+	 */
+	for (int lanes = 16; lanes >= 8 && isa == DC_ISA_AVX512 &&
+		 g->KW <= DC_MAX_KW_AVX512; lanes -= 8)
+	{
+		int64_t		span = ((g->OW < lanes ? g->OW : lanes) - 1) * g->SW +
+			(g->KW - 1) * g->DW + 1;
+
+		if (span <= 32)
+		{
+			d->plane_lanes = lanes;
+			break;
+		}
+	}
 	d->wpack = (float *) (d + 1);
 	d->bias = d->wpack + g->G * nmb * kt * nm;
 	d->off = (int32_t *) (d->bias + g->G * nmb * nm);
@@ -475,7 +502,7 @@ nn_conv_direct_run(const NnConvDirect *d, const float *x, float *y,
 			float	   *pi = scratch + im * d->image_floats;
 
 #ifdef NN_DC_X86
-			if (d->isa == DC_ISA_AVX512 && d->g.SW <= 2)
+			if (d->plane_lanes > 0)
 				build_planes_avx512(d, xi, pi);
 			else
 #endif
