@@ -46,12 +46,17 @@ enum
 	DC_ISA_NONE, DC_ISA_AVX2, DC_ISA_AVX512
 };
 
-/* Tile shapes per instruction set: accumulators, plus one vector per
- * pixel vector and one broadcast weight, fit the register file. */
+/*
+ * Tile shapes per instruction set, DC_NP pixel vectors by DC_NM channels
+ * or 1 by DC_NM_WIDE: the accumulators, one register per pixel vector and
+ * one broadcast weight fit in the register file.
+ */
 #define DC_NM_AVX512 8
 #define DC_NP_AVX512 3
+#define DC_NM_WIDE_AVX512 16
 #define DC_NM_AVX2 4
 #define DC_NP_AVX2 3
+#define DC_NM_WIDE_AVX2 8
 
 /* Largest tap-plane copy of one chunk of images, in bytes. */
 #define DC_PLANES_BYTES ((size_t) 256 << 10)
@@ -104,6 +109,7 @@ detect_isa(void)
 #define DC_V 16
 #define DC_NM DC_NM_AVX512
 #define DC_NP DC_NP_AVX512
+#define DC_NM_WIDE DC_NM_WIDE_AVX512
 typedef __m512 dc_vec512;
 #define dc_vec dc_vec512
 #define dc_zero() _mm512_setzero_ps()
@@ -139,6 +145,7 @@ dc_store_avx512(float *p, __m512 v, int n)
 #undef DC_V
 #undef DC_NM
 #undef DC_NP
+#undef DC_NM_WIDE
 #undef dc_vec
 #undef dc_zero
 #undef dc_load
@@ -251,6 +258,7 @@ build_planes_avx512(const NnConvDirect *d, const float *x, float *planes)
 #define DC_V 8
 #define DC_NM DC_NM_AVX2
 #define DC_NP DC_NP_AVX2
+#define DC_NM_WIDE DC_NM_WIDE_AVX2
 typedef __m256 dc_vec256;
 #define dc_vec dc_vec256
 #define dc_zero() _mm256_setzero_ps()
@@ -289,6 +297,7 @@ dc_store_avx2(float *p, __m256 v, int n)
 #undef DC_V
 #undef DC_NM
 #undef DC_NP
+#undef DC_NM_WIDE
 #undef dc_vec
 #undef dc_zero
 #undef dc_load
@@ -414,7 +423,6 @@ nn_conv_direct_plan(NnCtx *c, const NnConvGeom *g, const float *w,
 	/* phases index a 32-bit mask */
 	if (g->SH > 32)
 		return WDC_OK;
-	nm = isa == DC_ISA_AVX512 ? DC_NM_AVX512 : DC_NM_AVX2;
 	vlen = isa == DC_ISA_AVX512 ? 16 : 8;
 
 	for (int64_t kh = 0; kh < g->KH; kh++)
@@ -429,7 +437,22 @@ nn_conv_direct_plan(NnCtx *c, const NnConvGeom *g, const float *w,
 		chunk = g->N;
 	if (chunk < 1)
 		chunk = 1;
-	(void) ohw;
+
+	/*
+	 * With fewer pixel vectors per run than a tile has, a tile of one
+	 * vector by more channels loads fewer values per FMA, unless the
+	 * channels pad out the wider block.
+	 */
+	{
+		int			narrow = isa == DC_ISA_AVX512 ? DC_NM_AVX512 : DC_NM_AVX2,
+					wide = isa == DC_ISA_AVX512 ? DC_NM_WIDE_AVX512 : DC_NM_WIDE_AVX2,
+					np = isa == DC_ISA_AVX512 ? DC_NP_AVX512 : DC_NP_AVX2;
+		int64_t		vectors = (ohw + vlen - 1) / vlen * chunk;
+
+		nm = narrow;
+		if (vectors < np && (mg + wide - 1) / wide * wide <= (mg + narrow - 1) / narrow * narrow)
+			nm = wide;
+	}
 
 	nmb = (mg + nm - 1) / nm;
 	if (!wdc_size_mul((size_t) (g->G * nmb * nm), (size_t) kt + 1, &bytes))

@@ -5,46 +5,47 @@
  *
  * The includer defines the vector type and operations (dc_vec, dc_zero,
  * dc_load, dc_set1, dc_fmadd, dc_add, dc_act, dc_store), the vector width
- * DC_V, the tile shape DC_NP (pixel vectors) by DC_NM (output channels),
- * and DC_NAME(x), which appends the instruction set's suffix to x.  It
+ * DC_V, two tile shapes, DC_NP (pixel vectors) by DC_NM (output channels)
+ * and 1 by DC_NM_WIDE, and DC_NAME(x), which appends the instruction
+ * set's suffix to x.  It
  * also selects the instruction set with a target pragma around the
  * include, so the code below is compiled for that set only.
  */
 
 /*
- * Compute one tile: np (1 to DC_NP, a constant after inlining) pixel
- * vectors by DC_NM output channels over the kt (channel, tap) pairs of
- * one group.  src[j] points at pixel vector j's first element in the
- * group's first tap plane, and off[t] is the offset of pair t from there.
- * w holds the block's packed weights, [kt][DC_NM].  Writes channels
- * 0 .. nm - 1 of vector j to dst[j] + m * ohw, nvalid[j] pixels each,
- * with bias and the fused activation.
+ * Compute one tile: np pixel vectors by bw output channels (both
+ * constants after inlining, np <= DC_NP and bw <= DC_NM_WIDE) over the kt
+ * (channel, tap) pairs of one group.  src[j] points at pixel vector j's
+ * first element in the group's first tap plane, and off[t] is the offset
+ * of pair t from there.  w holds the block's packed weights, [kt][bw].
+ * Writes channels 0 .. nm - 1 of vector j to dst[j] + m * ohw, nvalid[j]
+ * pixels each, with bias and the fused activation.
  */
 static inline __attribute__((always_inline)) void
-DC_NAME(tile) (int np, const float *const *src, float *const *dst,
+DC_NAME(tile) (int np, int bw, const float *const *src, float *const *dst,
 			   const int *nvalid, const int32_t *off, int64_t kt,
 			   const float *w, const float *bias, int nm, int64_t ohw,
 			   int act, float alpha)
 {
-	dc_vec		acc[DC_NP][DC_NM];
+	dc_vec		acc[DC_NP][DC_NM_WIDE];
 	dc_vec		x[DC_NP];
 
 #pragma GCC unroll 4
 	for (int j = 0; j < np; j++)
 #pragma GCC unroll 16
-		for (int m = 0; m < DC_NM; m++)
+		for (int m = 0; m < bw; m++)
 			acc[j][m] = dc_zero();
 
 	for (int64_t t = 0; t < kt; t++)
 	{
-		const float *wt = w + t * DC_NM;
+		const float *wt = w + t * bw;
 		int32_t		o = off[t];
 
 #pragma GCC unroll 4
 		for (int j = 0; j < np; j++)
 			x[j] = dc_load(src[j] + o);
 #pragma GCC unroll 16
-		for (int m = 0; m < DC_NM; m++)
+		for (int m = 0; m < bw; m++)
 		{
 			dc_vec		wv = dc_set1(wt[m]);
 
@@ -57,7 +58,7 @@ DC_NAME(tile) (int np, const float *const *src, float *const *dst,
 #pragma GCC unroll 4
 	for (int j = 0; j < np; j++)
 #pragma GCC unroll 16
-		for (int m = 0; m < DC_NM; m++)
+		for (int m = 0; m < bw; m++)
 		{
 			dc_vec		v;
 
@@ -72,7 +73,8 @@ DC_NAME(tile) (int np, const float *const *src, float *const *dst,
 
 /*
  * Convolve nimg images whose tap planes lie in planes (d->image_floats
- * apart) into y, the images' [M][OH][OW] outputs.
+ * apart) into y, the images' [M][OH][OW] outputs.  Tiles are DC_NP
+ * vectors by DC_NM channels, or 1 by DC_NM_WIDE when d->nm says so.
  */
 static void
 DC_NAME(run) (const NnConvDirect *d, const float *planes, int64_t nimg,
@@ -82,24 +84,26 @@ DC_NAME(run) (const NnConvDirect *d, const float *planes, int64_t nimg,
 	int64_t		mg = d->g.M / d->g.G;
 	int64_t		nvec = (ohw + DC_V - 1) / DC_V;
 	int64_t		total = nimg * nvec;
+	int			bw = d->nm;
+	int			step = bw == DC_NM ? DC_NP : 1;
 
 	for (int64_t grp = 0; grp < d->g.G; grp++)
 		for (int64_t mb = 0; mb < d->nmb; mb++)
 		{
 			int64_t		block = grp * d->nmb + mb;
-			const float *w = d->wpack + block * d->kt * DC_NM;
-			const float *bias = d->bias + block * DC_NM;
-			int			nm = (int) (mg - mb * DC_NM < DC_NM ? mg - mb * DC_NM : DC_NM);
-			int64_t		m0 = grp * mg + mb * DC_NM;
+			const float *w = d->wpack + block * d->kt * bw;
+			const float *bias = d->bias + block * bw;
+			int			nm = (int) (mg - mb * bw < bw ? mg - mb * bw : bw);
+			int64_t		m0 = grp * mg + mb * bw;
 			int64_t		im = 0,
 						q0 = 0;
 
-			for (int64_t v0 = 0; v0 < total; v0 += DC_NP)
+			for (int64_t v0 = 0; v0 < total; v0 += step)
 			{
 				const float *src[DC_NP];
 				float	   *dst[DC_NP];
 				int			nvalid[DC_NP];
-				int			np = (int) (total - v0 < DC_NP ? total - v0 : DC_NP);
+				int			np = (int) (total - v0 < step ? total - v0 : step);
 
 				/* vector v0 + j is pixels q0 .. q0 + DC_V - 1 of image im */
 				for (int j = 0; j < np; j++)
@@ -114,18 +118,21 @@ DC_NAME(run) (const NnConvDirect *d, const float *planes, int64_t nimg,
 						im++;
 					}
 				}
-				/* np is a constant in each call, so each call is unrolled */
-				if (np == DC_NP)
-					DC_NAME(tile) (DC_NP, src, dst, nvalid, d->off, d->kt, w, bias,
-								   nm, ohw, act, alpha);
+				/* np and bw are constants in each call, which is unrolled */
+				if (bw != DC_NM)
+					DC_NAME(tile) (1, DC_NM_WIDE, src, dst, nvalid, d->off, d->kt, w,
+								   bias, nm, ohw, act, alpha);
+				else if (np == DC_NP)
+					DC_NAME(tile) (DC_NP, DC_NM, src, dst, nvalid, d->off, d->kt, w,
+								   bias, nm, ohw, act, alpha);
 				else if (DC_NP > 3 && np == 3)
-					DC_NAME(tile) (3, src, dst, nvalid, d->off, d->kt, w, bias,
+					DC_NAME(tile) (3, DC_NM, src, dst, nvalid, d->off, d->kt, w, bias,
 								   nm, ohw, act, alpha);
 				else if (DC_NP > 2 && np == 2)
-					DC_NAME(tile) (2, src, dst, nvalid, d->off, d->kt, w, bias,
+					DC_NAME(tile) (2, DC_NM, src, dst, nvalid, d->off, d->kt, w, bias,
 								   nm, ohw, act, alpha);
 				else
-					DC_NAME(tile) (1, src, dst, nvalid, d->off, d->kt, w, bias,
+					DC_NAME(tile) (1, DC_NM, src, dst, nvalid, d->off, d->kt, w, bias,
 								   nm, ohw, act, alpha);
 			}
 		}
