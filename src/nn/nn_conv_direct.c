@@ -73,6 +73,7 @@ struct NnConvDirect
 	int64_t		group_floats;	/* tap planes of one group of channels */
 	int64_t		image_floats;	/* tap planes of one image */
 	int64_t		chunk;			/* images per tap-plane copy */
+	int			identity;		/* the input is its own tap planes */
 	uint32_t	phases;			/* bit rh set: row phase rh is read */
 	int			plane_lanes;	/* 16 or 8: pixels per copy in
 								 * build_planes_avx512, 0: it does not apply */
@@ -471,6 +472,14 @@ nn_conv_direct_plan(NnCtx *c, const NnConvGeom *g, const float *w,
 	d->group_floats = cg * g->SH * g->KW * hq * g->OW;
 	d->image_floats = image_floats;
 	d->chunk = chunk;
+
+	/*
+	 * A 1x1 convolution without strides and pads reads the input as its
+	 * tap planes, as long as no vector reads past an image.
+	 */
+	d->identity = g->KH == 1 && g->KW == 1 && g->SH == 1 && g->SW == 1 &&
+		g->PT == 0 && g->PL == 0 && g->OH == g->H && g->OW == g->W &&
+		ohw % vlen == 0;
 	d->phases = phases;
 	/*
 	 * build_planes_avx512 copies 16 or 8 output pixels of a row at a time
@@ -504,8 +513,22 @@ nn_conv_direct_plan(NnCtx *c, const NnConvGeom *g, const float *w,
 	nn_conv_direct_pack(d, w, b);
 	*out = d;
 	/* the planes of a chunk and one vector of slack that reads may cross */
-	*scratch = (size_t) (chunk * image_floats + vlen) * sizeof(float);
+	*scratch = d->identity ? 0 :
+		(size_t) (chunk * image_floats + vlen) * sizeof(float);
 	return WDC_OK;
+}
+
+/* Run the tiles with the plan's instruction set. */
+static void
+run_isa(const NnConvDirect *d, const float *planes, int64_t nimg, float *y,
+		int act, float alpha)
+{
+#ifdef NN_DC_X86
+	if (d->isa == DC_ISA_AVX512)
+		run_avx512(d, planes, nimg, y, act, alpha);
+	else
+		run_avx2(d, planes, nimg, y, act, alpha);
+#endif
 }
 
 void
@@ -515,6 +538,11 @@ nn_conv_direct_run(const NnConvDirect *d, const float *x, float *y,
 	int64_t		in_image = d->g.C * d->g.H * d->g.W;
 	int64_t		out_image = d->g.M * d->g.OH * d->g.OW;
 
+	if (d->identity)
+	{
+		run_isa(d, x, nimg, y, act, alpha);
+		return;
+	}
 	for (int64_t img0 = 0; img0 < nimg; img0 += d->chunk)
 	{
 		int64_t		n = nimg - img0 < d->chunk ? nimg - img0 : d->chunk;
@@ -533,11 +561,6 @@ nn_conv_direct_run(const NnConvDirect *d, const float *x, float *y,
 		}
 		/* the last vector of the last image may read up to vlen - 1 past */
 		memset(scratch + n * d->image_floats, 0, d->vlen * sizeof(float));
-#ifdef NN_DC_X86
-		if (d->isa == DC_ISA_AVX512)
-			run_avx512(d, scratch, n, y + img0 * out_image, act, alpha);
-		else
-			run_avx2(d, scratch, n, y + img0 * out_image, act, alpha);
-#endif
+		run_isa(d, scratch, n, y + img0 * out_image, act, alpha);
 	}
 }

@@ -242,14 +242,13 @@ extern void nn_sgemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k,
 
 /*
  * Kernel choice for Conv, read when a step is planned.  AUTO runs the
- * direct kernel where it is faster than im2col, DIRECT wherever it can
- * run (constant weights, an AVX2 or AVX-512 CPU), DIRECT_AVX2 likewise but
- * with the AVX2 kernel, and IM2COL never.  The last three exist for tests
- * and benchmarks.
+ * direct kernel wherever it can run (constant weights, an AVX2 or AVX-512
+ * CPU), DIRECT_AVX2 likewise but with the AVX2 kernel, and IM2COL never.
+ * The last two exist for tests and benchmarks.
  */
 enum
 {
-	NN_CONV_AUTO, NN_CONV_IM2COL, NN_CONV_DIRECT, NN_CONV_DIRECT_AVX2
+	NN_CONV_AUTO, NN_CONV_IM2COL, NN_CONV_DIRECT_AVX2
 };
 extern int	nn_conv_kernel;
 
