@@ -103,8 +103,12 @@ detect_isa(void)
 
 /* --- AVX-512 ----------------------------------------------------------- */
 
-#pragma GCC push_options
-#pragma GCC target("avx512f,fma")
+/*
+ * Every function of a section carries its instruction set's target
+ * attribute.  (A target pragma would do for gcc, but PGXS also compiles
+ * the file to LLVM bitcode with clang, which ignores it.)
+ */
+#define DC_TARGET __attribute__((target("avx512f,fma")))
 
 #define DC_SUFFIX avx512
 #define DC_V 16
@@ -122,7 +126,7 @@ typedef __m512 dc_vec512;
 #define dc_store(p, v, n) dc_store_avx512(p, v, n)
 
 /* v where v >= 0 (or NaN), alpha * v below zero */
-static inline __m512
+static inline DC_TARGET __m512
 dc_act_avx512(__m512 v, float alpha)
 {
 	__mmask16	neg = _mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_LT_OQ);
@@ -131,7 +135,7 @@ dc_act_avx512(__m512 v, float alpha)
 }
 
 /* Store the first n (1 to 16) lanes. */
-static inline void
+static inline DC_TARGET void
 dc_store_avx512(float *p, __m512 v, int n)
 {
 	if (n == 16)
@@ -157,7 +161,7 @@ dc_store_avx512(float *p, __m512 v, int n)
 #undef dc_store
 
 /* Lanes lo .. hi - 1 of a 16-lane mask (empty when hi <= lo). */
-static inline __mmask16
+static inline DC_TARGET __mmask16
 lane_range(int64_t lo, int64_t hi)
 {
 	uint32_t	m;
@@ -181,7 +185,7 @@ lane_range(int64_t lo, int64_t hi)
  * lanes are picked out with one permute.  The caller checks that the
  * columns read fit in those 32.
  */
-static inline void
+static inline DC_TARGET void
 plane_rows_avx512(float *dst, int64_t psize, const float *row,
 				  const __m512i *index, int64_t nkw, __mmask16 load_lo,
 				  __mmask16 load_hi, __mmask16 out, int64_t s0)
@@ -202,7 +206,7 @@ plane_rows_avx512(float *dst, int64_t psize, const float *row,
  * for kernels at most DC_MAX_KW_AVX512 wide whose columns for that many
  * output pixels span at most 32 input columns.
  */
-static void
+static DC_TARGET void
 build_planes_avx512(const NnConvDirect *d, const float *x, float *planes)
 {
 	const NnConvGeom *g = &d->g;
@@ -248,12 +252,11 @@ build_planes_avx512(const NnConvDirect *d, const float *x, float *planes)
 	}
 }
 
-#pragma GCC pop_options
+#undef DC_TARGET
 
 /* --- AVX2 -------------------------------------------------------------- */
 
-#pragma GCC push_options
-#pragma GCC target("avx2,fma")
+#define DC_TARGET __attribute__((target("avx2,fma")))
 
 #define DC_SUFFIX avx2
 #define DC_V 8
@@ -270,7 +273,7 @@ typedef __m256 dc_vec256;
 #define dc_act(v, alpha) dc_act_avx2(v, alpha)
 #define dc_store(p, v, n) dc_store_avx2(p, v, n)
 
-static inline __m256
+static inline DC_TARGET __m256
 dc_act_avx2(__m256 v, float alpha)
 {
 	__m256		neg = _mm256_cmp_ps(v, _mm256_setzero_ps(), _CMP_LT_OQ);
@@ -279,7 +282,7 @@ dc_act_avx2(__m256 v, float alpha)
 }
 
 /* Store the first n (1 to 8) lanes. */
-static inline void
+static inline DC_TARGET void
 dc_store_avx2(float *p, __m256 v, int n)
 {
 	if (n == 8)
@@ -308,7 +311,7 @@ dc_store_avx2(float *p, __m256 v, int n)
 #undef dc_act
 #undef dc_store
 
-#pragma GCC pop_options
+#undef DC_TARGET
 
 #endif							/* NN_DC_X86 */
 

@@ -6,10 +6,8 @@
  * The includer defines the vector type and operations (dc_vec, dc_zero,
  * dc_load, dc_set1, dc_fmadd, dc_add, dc_act, dc_store), the vector width
  * DC_V, two tile shapes, DC_NP (pixel vectors) by DC_NM (output channels)
- * and 1 by DC_NM_WIDE, and DC_NAME(x), which appends the instruction
- * set's suffix to x.  It
- * also selects the instruction set with a target pragma around the
- * include, so the code below is compiled for that set only.
+ * and 1 by DC_NM_WIDE, DC_NAME(x), which appends the instruction set's
+ * suffix to x, and DC_TARGET, the target attribute of every function here.
  */
 
 /*
@@ -21,7 +19,7 @@
  * Writes channels 0 .. nm - 1 of vector j to dst[j] + m * ohw, nvalid[j]
  * pixels each, with bias and the fused activation.
  */
-static inline __attribute__((always_inline)) void
+static inline __attribute__((always_inline)) DC_TARGET void
 DC_NAME(tile) (int np, int bw, const float *const *src, float *const *dst,
 			   const int *nvalid, const int32_t *off, int64_t kt,
 			   const float *w, const float *bias, int nm, int64_t ohw,
@@ -76,7 +74,7 @@ DC_NAME(tile) (int np, int bw, const float *const *src, float *const *dst,
  * apart) into y, the images' [M][OH][OW] outputs.  Tiles are DC_NP
  * vectors by DC_NM channels, or 1 by DC_NM_WIDE when d->nm says so.
  */
-static void
+static DC_TARGET void
 DC_NAME(run) (const NnConvDirect *d, const float *planes, int64_t nimg,
 			  float *y, int act, float alpha)
 {
