@@ -3,8 +3,10 @@
  *	  Operators built on cblas_sgemm (Conv, ConvTranspose, Gemm, MatMul) and
  *	  the pooling operators that share Conv's window geometry.
  *
- * Conv lowers each group to one GEMM by im2col.  The input patches of
- * several images are laid side by side as the columns of a
+ * Conv with constant weights runs the direct kernel of nn_conv_direct.c
+ * where the CPU has AVX-512F or AVX2 and FMA.  Otherwise, and for
+ * tangents, it lowers each group to one GEMM by im2col.  The input
+ * patches of several images are laid side by side as the columns of a
  * [C/group * kh * kw, images * OH * OW] matrix.  Deep layers with small
  * feature maps thus still give sgemm a wide N.  1-D operators
  * run as 2-D with a height of 1; 3-D ones are rejected at plan time.
