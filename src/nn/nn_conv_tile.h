@@ -4,10 +4,11 @@
  *	  set by nn_conv_direct.c.
  *
  * The includer defines the vector type and operations (dc_vec, dc_zero,
- * dc_load, dc_set1, dc_fmadd, dc_add, dc_act, dc_store), the vector width
- * DC_V, two tile shapes, DC_NP (pixel vectors) by DC_NM (output channels)
- * and 1 by DC_NM_WIDE, DC_NAME(x), which appends the instruction set's
- * suffix to x, and DC_TARGET, the target attribute of every function here.
+ * dc_load, dc_set1, dc_fmadd, dc_add, dc_act, dc_store) and the vector
+ * width DC_V.  It also defines two tile shapes, DC_NP pixel vectors by
+ * DC_NM output channels and 1 by DC_NM_WIDE.  DC_NAME(x) appends the
+ * instruction set's suffix to x, and DC_TARGET is the target attribute of
+ * every function here.
  */
 
 /*
@@ -72,7 +73,7 @@ DC_NAME(tile) (int np, int bw, const float *const *src, float *const *dst,
 /*
  * Convolve nimg images whose tap planes lie in planes (d->image_floats
  * apart) into y, the images' [M][OH][OW] outputs.  Tiles are DC_NP
- * vectors by DC_NM channels, or 1 by DC_NM_WIDE when d->nm says so.
+ * vectors by DC_NM channels, or 1 by DC_NM_WIDE when d->nm is DC_NM_WIDE.
  */
 static DC_TARGET void
 DC_NAME(run) (const NnConvDirect *d, const float *planes, int64_t nimg,
