@@ -159,20 +159,6 @@ dc_store_avx512(float *p, __m512 v, int n)
 
 #include "nn/nn_conv_tile.h"
 
-#undef DC_SUFFIX
-#undef DC_V
-#undef DC_NM
-#undef DC_NP
-#undef DC_NM_WIDE
-#undef dc_vec
-#undef dc_zero
-#undef dc_load
-#undef dc_set1
-#undef dc_fmadd
-#undef dc_add
-#undef dc_act
-#undef dc_store
-
 /* Lanes lo .. hi - 1 of a 16-lane mask (empty when hi <= lo). */
 static inline DC_TARGET __mmask16
 lane_range(int64_t lo, int64_t hi)
@@ -308,20 +294,6 @@ dc_store_avx2(float *p, __m256 v, int n)
 
 #include "nn/nn_conv_tile.h"
 
-#undef DC_SUFFIX
-#undef DC_V
-#undef DC_NM
-#undef DC_NP
-#undef DC_NM_WIDE
-#undef dc_vec
-#undef dc_zero
-#undef dc_load
-#undef dc_set1
-#undef dc_fmadd
-#undef dc_add
-#undef dc_act
-#undef dc_store
-
 #undef DC_TARGET
 
 #endif							/* NN_DC_X86 */
@@ -447,9 +419,11 @@ nn_conv_direct_plan(NnCtx *c, const NnConvGeom *g, const float *w,
 	for (int64_t kh = 0; kh < g->KH; kh++)
 		phases |= 1u << ((kh * g->DH) % g->SH);
 	hq = g->OH + ((g->KH - 1) * g->DH) / g->SH;
-	image_floats = g->C * g->SH * g->KW * hq * g->OW;
-	/* offsets are int32 */
-	if (image_floats > INT32_MAX / 2)
+	/* offsets are int32, so larger inputs stay on im2col */
+	if (__builtin_mul_overflow(g->C * g->SH, g->KW, &image_floats) ||
+		__builtin_mul_overflow(image_floats, hq, &image_floats) ||
+		__builtin_mul_overflow(image_floats, g->OW, &image_floats) ||
+		image_floats > INT32_MAX / 2)
 		return WDC_OK;
 	chunk = (int64_t) (DC_PLANES_BYTES / sizeof(float)) / image_floats;
 	if (chunk > g->N)

@@ -8,7 +8,8 @@
  * width DC_V.  It also defines two tile shapes, DC_NP pixel vectors by
  * DC_NM output channels and 1 by DC_NM_WIDE.  DC_NAME(x) appends the
  * instruction set's suffix to x, and DC_TARGET is the target attribute of
- * every function here.
+ * every function here.  The end of this file undefines all of them except
+ * DC_NAME and DC_TARGET, which the includer's own functions use.
  */
 
 /*
@@ -136,3 +137,17 @@ DC_NAME(run) (const NnConvDirect *d, const float *planes, int64_t nimg,
 			}
 		}
 }
+
+#undef DC_SUFFIX
+#undef DC_V
+#undef DC_NM
+#undef DC_NP
+#undef DC_NM_WIDE
+#undef dc_vec
+#undef dc_zero
+#undef dc_load
+#undef dc_set1
+#undef dc_fmadd
+#undef dc_add
+#undef dc_act
+#undef dc_store
