@@ -114,6 +114,7 @@ typedef struct NnStep
 	float		f[8];
 	float	   *w;				/* plan-owned weights (folded BatchNorm), or NULL */
 	float	   *b;
+	struct NnConvDirect *direct;	/* Conv's direct kernel, or NULL */
 	size_t		scratch;		/* bytes of scratch the kernel needs */
 	size_t		tscratch;		/* bytes of scratch its JVP needs */
 	int			run_end;		/* > index: first step of a row run that ends
@@ -236,5 +237,59 @@ extern void nn_sgemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k,
 					 float alpha, const float *a, int64_t lda,
 					 const float *b, int64_t ldb, float beta,
 					 float *c, int64_t ldc);
+
+/* nn_conv_direct.c */
+
+/*
+ * Kernel choice for Conv, read when a step is planned.  AUTO runs the
+ * direct kernel wherever it can run (constant weights, an AVX2 or AVX-512
+ * CPU), DIRECT_AVX2 likewise but with the AVX2 kernel, and IM2COL never.
+ * The last two exist for tests and benchmarks.
+ */
+enum
+{
+	NN_CONV_AUTO, NN_CONV_IM2COL, NN_CONV_DIRECT_AVX2
+};
+extern int	nn_conv_kernel;
+
+/* Geometry of a 2-D convolution (1-D runs with H = KH = 1). */
+typedef struct NnConvGeom
+{
+	int64_t		N,
+				C,
+				H,
+				W,
+				M,
+				G,
+				KH,
+				KW,
+				SH,
+				SW,
+				DH,
+				DW,
+				PT,
+				PL,
+				OH,
+				OW;
+} NnConvGeom;
+
+typedef struct NnConvDirect NnConvDirect;
+
+/*
+ * Plan the direct kernel for a convolution with weights w [M][C/G][KH][KW]
+ * and bias b (or NULL), both packed into *out.  Sets *out to NULL when
+ * the kernel does not apply, else *scratch to the bytes it needs per run.
+ * The result is one allocation, released with wdc_free.
+ */
+extern WdcStatus nn_conv_direct_plan(NnCtx *c, const NnConvGeom *g,
+									 const float *w, const float *b,
+									 NnConvDirect **out, size_t *scratch);
+/* Pack new weights and bias of the same shape (after a BatchNorm fold). */
+extern void nn_conv_direct_pack(NnConvDirect *d, const float *w,
+								const float *b);
+/* Convolve nimg images x into y, then bias and the fused activation. */
+extern void nn_conv_direct_run(const NnConvDirect *d, const float *x,
+							   float *y, int64_t nimg, int act, float alpha,
+							   float *scratch);
 
 #endif							/* WDC_NN_INT_H */

@@ -3,8 +3,10 @@
  *	  Operators built on cblas_sgemm (Conv, ConvTranspose, Gemm, MatMul) and
  *	  the pooling operators that share Conv's window geometry.
  *
- * Conv lowers each group to one GEMM by im2col.  The input patches of
- * several images are laid side by side as the columns of a
+ * Conv with constant weights runs the direct kernel of nn_conv_direct.c
+ * where the CPU has AVX-512F or AVX2 and FMA.  Otherwise, and for
+ * tangents, it lowers each group to one GEMM by im2col.  The input
+ * patches of several images are laid side by side as the columns of a
  * [C/group * kh * kw, images * OH * OW] matrix.  Deep layers with small
  * feature maps thus still give sgemm a wide N.  1-D operators
  * run as 2-D with a height of 1; 3-D ones are rejected at plan time.
@@ -618,6 +620,33 @@ conv_scratch(const int64_t *p, int64_t cg, int64_t kg, int64_t mg,
 					 split) * sizeof(float);
 }
 
+/*
+ * Plan the direct kernel (nn_conv_direct.c) when the weights and bias are
+ * constant.  It then runs the forward pass, with its own scratch, and the
+ * JVP keeps the im2col path and s->tscratch.
+ */
+static WdcStatus
+conv_plan_direct(NnCtx *c)
+{
+	NnStep	   *s = c->step;
+	const int64_t *p = s->p;
+	NnConvGeom	g = {
+		p[P_N], p[P_C], p[P_H], p[P_W], p[P_M], p[P_GROUP], p[P_KH], p[P_KW],
+		p[P_SH], p[P_SW], p[P_DH], p[P_DW], p[P_PT], p[P_PL], p[P_OH], p[P_OW]
+	};
+	const float *w = nn_in_const(c, 1);
+	const float *b = p[P_BIAS] ? nn_in_const(c, 2) : NULL;
+	size_t		scratch;
+	WdcStatus	st;
+
+	if (w == NULL || (p[P_BIAS] && b == NULL))
+		return WDC_OK;
+	st = nn_conv_direct_plan(c, &g, w, b, &s->direct, &scratch);
+	if (st == WDC_OK && s->direct)
+		s->scratch = scratch;
+	return st;
+}
+
 static WdcStatus
 conv_prepare(NnCtx *c)
 {
@@ -672,6 +701,9 @@ conv_prepare(NnCtx *c)
 		return st;
 	s->scratch = conv_scratch(s->p, w->d[1], kg, mg, s->p[P_IMGS]);
 	s->tscratch = s->scratch;
+	st = conv_plan_direct(c);
+	if (st != WDC_OK)
+		return st;
 	window_out_shape(s, w->d[0], &out);
 	return nn_set_out(c, 0, &out, WDC_NN_FLOAT);
 }
@@ -685,6 +717,13 @@ conv_exec_rows(NnRun *r, int64_t in_row0, int64_t out_row0, int64_t nrows)
 	int64_t		in_image = s->p[P_C] * s->p[P_H] * s->p[P_W];
 	int64_t		out_image = s->p[P_M] * s->p[P_OH] * s->p[P_OW];
 
+	if (s->direct)
+	{
+		nn_conv_direct_run(s->direct, (const float *) r->in[0] + in_row0 * in_image,
+						   (float *) r->out[0] + out_row0 * out_image, nrows,
+						   (int) s->p[NN_ACT_SLOT], s->f[NN_ACT_ALPHA], r->scratch);
+		return;
+	}
 	conv_apply(s->p, nrows, (const float *) r->in[0] + in_row0 * in_image, w, b,
 			   (int) s->p[NN_ACT_SLOT], s->f[NN_ACT_ALPHA],
 			   (float *) r->out[0] + out_row0 * out_image, r->scratch);

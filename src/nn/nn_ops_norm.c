@@ -56,6 +56,8 @@ fold_into_producer(NnCtx *c, const float *a, const float *b)
 				prev->w[m * per + i] = a[m] * ((const float *) w->cdata)[m * per + i];
 			prev->b[m] = a[m] * (bias ? bias[m] : 0.0f) + b[m];
 		}
+		if (prev->direct)
+			nn_conv_direct_pack(prev->direct, prev->w, prev->b);
 	}
 	else if (strcmp(prev->op->name, "Gemm") == 0)
 	{

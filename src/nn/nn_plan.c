@@ -843,6 +843,7 @@ wdc_nn_plan_free(const WdcEnv *env, WdcNnPlan *p)
 			wdc_free(env, p->steps[s].out);
 			wdc_free(env, p->steps[s].w);
 			wdc_free(env, p->steps[s].b);
+			wdc_free(env, p->steps[s].direct);
 		}
 	wdc_free(env, p->vals);
 	wdc_free(env, p->steps);

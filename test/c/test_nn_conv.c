@@ -3,17 +3,21 @@
  *	  Check the runtime's 2-D Conv against a direct convolution in double
  *	  precision on many geometries.
  *
- * The im2col lowering has several paths.  Strides use phase planes, a tap
- * moves as one block when its plane is as wide as the output and row by
- * row otherwise, small outputs put several images in one GEMM, and 1x1
- * convolutions read the input directly.  The ONNX node tests cover
+ * Conv has two kernels.  The im2col lowering has several paths: strides
+ * use phase planes, a tap moves as one block when its plane is as wide as
+ * the output and row by row otherwise, small outputs put several images in
+ * one GEMM, and 1x1 convolutions read the input directly.  The direct
+ * kernel (AVX-512 or AVX2) copies tap planes, shares tiles between images
+ * and masks the last vector of each image.  The ONNX node tests cover
  * few geometries, so this test sweeps fixed "same" geometries that take
  * the block path and a few hundred seeded random ones (kernel 1 to 5,
  * stride 1 to 3, dilation 1 to 2, asymmetric pads, groups, batches up to
- * 40).  Each output must satisfy |y - ref| <= 1e-5 * (1 + |ref|) +
+ * 40), once per kernel that this CPU can run, forced with nn_conv_kernel.
+ * Each output must satisfy |y - ref| <= 1e-5 * (1 + |ref|) +
  * 1e-5 * max|ref|.
  */
 #include "nn/nn.h"
+#include "nn/nn_int.h"
 #include "nn_build.h"
 #include "wdc_test.h"
 
@@ -96,9 +100,21 @@ reference(const ConvGeom *g, int64_t oh_n, int64_t ow_n, const float *x,
 				}
 }
 
+/* Number of planned Conv steps that run the direct kernel. */
+static int
+direct_steps(const WdcNnPlan *plan)
+{
+	int			n = 0;
+
+	for (int i = 0; i < plan->n_steps; i++)
+		if (!plan->steps[i].skip && plan->steps[i].direct)
+			n++;
+	return n;
+}
+
 static void
-run_geom(const ConvGeom *g, const char *label, int *bad, char *why,
-		 size_t whylen)
+run_geom(const ConvGeom *g, const char *label, int *bad, int *direct,
+		 char *why, size_t whylen)
 {
 	NnBuild		b;
 	WdcError	err;
@@ -172,6 +188,7 @@ run_geom(const ConvGeom *g, const char *label, int *bad, char *why,
 		void	   *out[1] = {y};
 		double		scale = 0;
 
+		*direct += direct_steps(plan) > 0;
 		reference(g, oh_n, ow_n, x, w, bias, ref);
 		for (size_t i = 0; i < ny; i++)
 			scale = fmax(scale, fabs(ref[i]));
@@ -255,7 +272,7 @@ add_conv(NnBuild *b, const char *name, const char *io_in, const char *io_out,
  * later slice still reads.
  */
 static void
-test_sliced_chain(void)
+test_sliced_chain(const char *name)
 {
 	NnBuild		b;
 	WdcError	err;
@@ -278,7 +295,8 @@ test_sliced_chain(void)
 	uint8_t    *bytes;
 	size_t		len;
 	int			ok = 1;
-	char		why[256] = "";
+	char		why[256] = "",
+				label[128];
 
 	for (size_t i = 0; i < 64 * per_x; i++)
 		x[i] = signed_unit();
@@ -298,7 +316,8 @@ test_sliced_chain(void)
 		wdc_nn_plan_create(&env, model, 64, &plan64) != WDC_OK ||
 		wdc_nn_plan_create(&env, model, 1, &plan1) != WDC_OK)
 	{
-		wdc_test_case("sliced chain plans", 0, err.message);
+		snprintf(label, sizeof(label), "%s: sliced chain plans", name);
+		wdc_test_case(label, 0, err.message);
 		ok = -1;
 	}
 	if (ok == 1)
@@ -306,8 +325,9 @@ test_sliced_chain(void)
 		const void *in[1] = {x};
 		void	   *out[2] = {y64, mid64};
 
-		wdc_test_case("sliced chain arena below batch activations",
-					  wdc_nn_plan_arena_bytes(plan64) < chain_bytes, "");
+		snprintf(label, sizeof(label), "%s: sliced chain arena below batch activations",
+				 name);
+		wdc_test_case(label, wdc_nn_plan_arena_bytes(plan64) < chain_bytes, "");
 		if (wdc_nn_run(&env, plan64, in, out) != WDC_OK)
 			ok = 0;
 		for (int im = 0; im < 64 && ok; im++)
@@ -335,7 +355,8 @@ test_sliced_chain(void)
 							 im, i, mid64[im * per_mid + i], mid1[i]);
 				}
 		}
-		wdc_test_case("sliced chain matches batch 1", ok, why);
+		snprintf(label, sizeof(label), "%s: sliced chain matches batch 1", name);
+		wdc_test_case(label, ok, why);
 	}
 	wdc_nn_plan_free(&env, plan64);
 	wdc_nn_plan_free(&env, plan1);
@@ -348,8 +369,13 @@ test_sliced_chain(void)
 	free(mid1);
 }
 
-int
-main(void)
+/*
+ * Run the fixed and the seeded random geometries with nn_conv_kernel set
+ * to kernel.  The random sequence restarts, so every kernel sees the same
+ * geometries.  want_direct: every plan must use the direct kernel.
+ */
+static void
+sweep(int kernel, const char *name, int want_direct)
 {
 	/* encoder-style geometries whose taps take the block-copy path */
 	static const ConvGeom fixed[] = {
@@ -370,25 +396,34 @@ main(void)
 		/* 1x1 pointwise, and many images per GEMM */
 		{40, 3, 5, 5, 7, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0},
 		{40, 2, 6, 6, 3, 1, 3, 3, 2, 2, 1, 1, 1, 1, 1, 1},
+		/* 1x1 on 32 pixels: the direct kernel reads the input in place */
+		{3, 5, 8, 4, 6, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0},
+		/* more channels than one tile of the direct kernel, partial blocks */
+		{3, 20, 9, 9, 27, 1, 3, 3, 2, 2, 1, 1, 1, 1, 1, 1},
 	};
 	int			bad = 0,
-				total = 0;
+				total = 0,
+				direct = 0;
 	char		why[512] = "",
-				label[256];
+				label[300],
+				geom[256];
 
-	wdc_nn_init();
+	nn_conv_kernel = kernel;
+	rng_state = 0x9E3779B97F4A7C15ULL;
 	for (size_t i = 0; i < sizeof(fixed) / sizeof(fixed[0]); i++)
 	{
 		int			before = bad;
 
-		describe(&fixed[i], label, sizeof(label));
-		run_geom(&fixed[i], label, &bad, why, sizeof(why));
+		describe(&fixed[i], geom, sizeof(geom));
+		snprintf(label, sizeof(label), "%s: %s", name, geom);
+		run_geom(&fixed[i], label, &bad, &direct, why, sizeof(why));
+		total++;
 		wdc_test_case(label, bad == before, why);
 	}
 
 	/* seeded random geometries */
 	bad = 0;
-	while (total < 400)
+	while (total < 411)
 	{
 		ConvGeom	g;
 		int64_t		eh,
@@ -414,13 +449,36 @@ main(void)
 		g.n = pick(1, 4) == 1 ? pick(5, 40) : pick(1, 3);
 		if (g.h + g.pt + g.pb < eh || g.w + g.pl + g.pr < ew)
 			continue;
-		describe(&g, label, sizeof(label));
-		run_geom(&g, label, &bad, why, sizeof(why));
+		describe(&g, geom, sizeof(geom));
+		snprintf(label, sizeof(label), "%s: %s", name, geom);
+		run_geom(&g, label, &bad, &direct, why, sizeof(why));
 		total++;
 	}
-	snprintf(label, sizeof(label), "%d random geometries match the direct convolution",
-			 total);
+	snprintf(label, sizeof(label), "%s: 400 random geometries match the direct convolution",
+			 name);
 	wdc_test_case(label, bad == 0, why);
-	test_sliced_chain();
+	snprintf(label, sizeof(label), "%s: kernel used", name);
+	snprintf(why, sizeof(why), "%d of %d plans ran the direct kernel", direct, total);
+	wdc_test_case(label, want_direct ? direct == total : direct == 0, why);
+	test_sliced_chain(name);
+	nn_conv_kernel = NN_CONV_AUTO;
+}
+
+int
+main(void)
+{
+	wdc_nn_init();
+	sweep(NN_CONV_IM2COL, "im2col", 0);
+#if defined(__x86_64__) && defined(__GNUC__)
+	__builtin_cpu_init();
+	if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+		sweep(NN_CONV_DIRECT_AVX2, "direct avx2", 1);
+	else
+		wdc_test_case("direct avx2: skipped, the CPU lacks AVX2 or FMA", 1, "");
+	if (__builtin_cpu_supports("avx512f"))
+		sweep(NN_CONV_AUTO, "direct avx512", 1);
+	else
+		wdc_test_case("direct avx512: skipped, the CPU lacks AVX-512F", 1, "");
+#endif
 	return wdc_test_summary();
 }
