@@ -149,6 +149,50 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		}
 	}
 	wdc_image_free(&env, &out);
+
+	/* clip then min-max: the range after the clip is [lo, hi] */
+	if (wdc_preprocess_set(&env, &pp, "normalize", "minmax") != WDC_OK)
+		abort();
+	if (wdc_preprocess_run(&env, &pp, &in, &out) != WDC_OK)
+		abort();
+	{
+		float	   *c = malloc(n * sizeof(float));
+		double		mn = INFINITY,
+					mx = -INFINITY;
+
+		for (size_t i = 0; i < n; i++)
+		{
+			c[i] = a[i];
+			if (!isnan(lo) && a[i] < (float) lo)
+				c[i] = (float) lo;
+			else if (!isnan(hi) && a[i] > (float) hi)
+				c[i] = (float) hi;
+			if (isfinite(c[i]))
+			{
+				mn = fmin(mn, c[i]);
+				mx = fmax(mx, c[i]);
+			}
+		}
+		for (size_t i = 0; i < n; i++)
+		{
+			float		want = c[i];
+
+			if (mn > mx)
+				;
+			else if (mx > mn)
+				want = (float) (((double) c[i] - mn) / (mx - mn));
+			else if (!isnan(c[i]))
+				want = 0.0f;
+			if (!(out.pixels[i] == want || (isnan(want) && isnan(out.pixels[i]))))
+			{
+				fprintf(stderr, "clip and min-max [%g, %g] pixel %zu of %zu: %g, expected %g\n",
+						p1, p2, i, n, out.pixels[i], want);
+				abort();
+			}
+		}
+		free(c);
+	}
+	wdc_image_free(&env, &out);
 	free(a);
 	return 0;
 }

@@ -810,7 +810,11 @@ wdc_preprocess_run(const WdcEnv *env, const WdcPreprocess *pp,
 				   const WdcImage *in, WdcImage *out)
 {
 	size_t		n;
+	size_t		nonfinite;
 	float	   *p;
+	bool		clipped = false;
+	float		clip_lo = 0,
+				clip_hi = 0;
 	WdcStatus	rc;
 
 	memset(out, 0, sizeof(*out));
@@ -828,7 +832,8 @@ wdc_preprocess_run(const WdcEnv *env, const WdcPreprocess *pp,
 	out->height = in->height;
 	memcpy(out->pixels, in->pixels, n * sizeof(float));
 	p = out->pixels;
-	if (pp->nan_fill != WDC_NAN_KEEP && count_nonfinite(p, n) > 0)
+	nonfinite = count_nonfinite(p, n);
+	if (pp->nan_fill != WDC_NAN_KEEP && nonfinite > 0)
 	{
 		double		fill = pp->nan_value;
 
@@ -854,6 +859,7 @@ wdc_preprocess_run(const WdcEnv *env, const WdcPreprocess *pp,
 		for (size_t i = 0; i < n; i++)
 			if (!isfinite(p[i]))
 				p[i] = (float) fill;
+		nonfinite = 0;
 	}
 
 	/* 2. Resize. */
@@ -870,12 +876,13 @@ wdc_preprocess_run(const WdcEnv *env, const WdcPreprocess *pp,
 		*out = resized;
 		p = out->pixels;
 		n = out->width * out->height;
+		nonfinite = count_nonfinite(p, n);
 	}
 
 	/* 3. Clip to percentiles. */
 	if (pp->clip_low > 0.0 || pp->clip_high < 100.0)
 	{
-		size_t		m = n - count_nonfinite(p, n);
+		size_t		m = n - nonfinite;
 		double		vlow,
 					vhigh;
 
@@ -900,6 +907,15 @@ wdc_preprocess_run(const WdcEnv *env, const WdcPreprocess *pp,
 
 				p[i] = v < lo ? lo : (v > hi ? hi : v);
 			}
+
+			/*
+			 * lo and hi lie within the pixel range (a percentile lies
+			 * between two pixel values), so after the clip they are the
+			 * smallest and largest finite pixels.
+			 */
+			clipped = true;
+			clip_lo = lo;
+			clip_hi = hi;
 		}
 	}
 
@@ -924,8 +940,18 @@ wdc_preprocess_run(const WdcEnv *env, const WdcPreprocess *pp,
 	{
 		double		lo = 0,
 					hi = 0;
+		bool		any;
 
-		if (!finite_range(p, n, &lo, &hi))
+		if (clipped && pp->stretch == WDC_STRETCH_NONE)
+		{
+			/* the range is known from the clip */
+			lo = clip_lo;
+			hi = clip_hi;
+			any = true;
+		}
+		else
+			any = finite_range(p, n, &lo, &hi);
+		if (!any)
 			;					/* no finite pixel: nothing to scale */
 		else if (hi > lo)
 		{
