@@ -13,7 +13,8 @@
 #                   preprocess + batch 1, batch 1, batch 64;
 #   - PyTorch 1.13: the same ONNX graph rebuilt as torch modules
 #                   (bench/encode_torch.py), batch 1 and batch 64, on the
-#                   same preprocessed arrays.
+#                   same preprocessed arrays, and batch 64 with numpy
+#                   preprocessing of the raw arrays in the timed loop.
 # Images per second are per core: parallel query is off and OpenBLAS and
 # PyTorch run one thread each.  Every figure is the fastest of REPEAT runs,
 # because other jobs on a shared machine only ever add time.
@@ -68,7 +69,7 @@ OPENBLAS_NUM_THREADS=1 build/bench/encode_bench "$encoder" "$data/raw.f32" "$N" 
 
 # --- PyTorch on the preprocessed arrays the C driver made from the same cutouts
 OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 /usr/bin/python3 bench/encode_torch.py \
-	"$encoder" "$data/input.f32" "$N" "$REPEAT"
+	"$encoder" "$data/input.f32" "$N" "$REPEAT" "$data/raw.f32" "$data/preprocessing.json"
 
 # --- SQL: N stored cutouts, cut by wdc.fits_cutout from the real frames
 cp "$encoder" "$work/encoder.onnx"
