@@ -424,26 +424,44 @@ HnswGetNeighborTuple(Page page, OffsetNumber off)
  * distance to the base element (HNSW paper, algorithm 4, without
  * extending the candidates or keeping pruned ones).  A candidate is kept
  * unless an already kept one lies strictly closer to it than the base
- * does; the strict comparison keeps exact duplicates connected.  Writes
- * the chosen indexes to selected[] and returns how many.
+ * does.  The strict comparison keeps exact duplicates connected, so that
+ * every copy stays reachable.  But a group of identical vectors whose
+ * lists held only each other would trap every search that enters it, so a
+ * quarter of the slots (at least one) is kept for candidates that are not
+ * copies of a kept one.  Writes the chosen indexes to selected[] and
+ * returns how many.
  */
 int
 HnswSelectNeighbors(HnswMetric metric, int dims, const float *const *vectors,
 					const double *distances, int n, int max, int *selected)
 {
 	int			nselected = 0;
+	int			duplicates = 0;
+	int			maxDuplicates = Max(max - Max(max / 4, 1) - 1, 0);
 
 	for (int i = 0; i < n && nselected < max; i++)
 	{
 		bool		keep = true;
+		bool		duplicate = false;
 
 		for (int j = 0; j < nselected; j++)
 		{
-			if (HnswDistance(metric, vectors[i], vectors[selected[j]], dims) < distances[i])
+			double		d = HnswDistance(metric, vectors[i], vectors[selected[j]], dims);
+
+			if (d < distances[i])
 			{
 				keep = false;
 				break;
 			}
+			if (d == 0.0)
+				duplicate = true;
+		}
+		if (keep && duplicate)
+		{
+			if (duplicates == maxDuplicates)
+				keep = false;
+			else
+				duplicates++;
 		}
 		if (keep)
 			selected[nselected++] = i;
