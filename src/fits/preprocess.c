@@ -867,6 +867,18 @@ wdc_preprocess_run(const WdcEnv *env, const WdcPreprocess *pp,
 		(pp->out_width != out->width || pp->out_height != out->height))
 	{
 		WdcImage	resized;
+		size_t		bytes;
+
+		if (!wdc_size_mul(pp->out_width, pp->out_height, &bytes) ||
+			!wdc_size_mul(bytes, sizeof(float), &bytes) ||
+			(pp->max_bytes > 0 && bytes > pp->max_bytes))
+		{
+			wdc_image_free(env, out);
+			wdc_error(env, WDC_ERR_LIMIT,
+					  "resizing to %zu x %zu pixels needs %zu MB, more than the %zu MB allowed",
+					  pp->out_width, pp->out_height, bytes >> 20, pp->max_bytes >> 20);
+			return wdc_error_hint(env, "Choose a smaller width and height, or raise wdc.fits_max_mb.");
+		}
 
 		rc = wdc_image_resize(env, out, pp->out_width, pp->out_height,
 							  pp->resize, &resized);

@@ -71,6 +71,9 @@ typedef struct WdcPreprocess
 	WdcStretch	stretch;		/* "stretch": "none", "asinh", "log" */
 	double		stretch_scale;	/* "stretch_scale": > 0, default 1 */
 	WdcNormalize normalize;		/* "normalize": "none", "minmax", "zscore" */
+	size_t		max_bytes;		/* largest resized image in bytes, 0 = no
+								 * limit; set by the caller (the server
+								 * from wdc.fits_max_mb), not an option */
 } WdcPreprocess;
 
 /* Set every option to its default (no step runs). */

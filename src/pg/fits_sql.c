@@ -251,6 +251,7 @@ WdcPreprocessFromJsonb(Jsonb *options, WdcPreprocess *pp)
 
 	wdc_preprocess_init(pp);
 	WdcApplyJsonbOptions(options, set_preprocess_option, pp, "preprocessing");
+	pp->max_bytes = (size_t) wdc_fits_max_mb << 20;
 	WdcFitsEnvInit(&env, &error);
 	if (wdc_preprocess_check(&env, pp) != WDC_OK)
 		WdcFitsRaise(&error);

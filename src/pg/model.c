@@ -509,6 +509,7 @@ model_describe(PG_FUNCTION_ARGS)
 	WdcNnModel *model = NULL;
 	WdcNnPlan  *plan = NULL;
 	ModelSettings s;
+	WdcPreprocess pp;
 	int64		dims[WDC_NN_MAX_RANK];
 	int			rank;
 	int			out;
@@ -533,16 +534,22 @@ model_describe(PG_FUNCTION_ARGS)
 							s.kind, wdc_nn_input_count(model)),
 					 errhint("Only flows take several inputs (x, t and an optional condition).")));
 		if (s.preprocessing)
-		{
-			WdcPreprocess pp;
-
 			WdcPreprocessFromJsonb(s.preprocessing, &pp);
-		}
 		out = choose_output(model, s.output);
 
 		if (strcmp(s.kind, "flow") != 0)
 		{
 			rank = resolve_input_shape(model, &s, dims);
+			/* a resize to another size would fail every later encode */
+			if (s.preprocessing && pp.out_width > 0 && rank >= 3 &&
+				dims[rank - 1] > 0 && dims[rank - 2] > 0 &&
+				((int64) pp.out_width != dims[rank - 1] ||
+				 (int64) pp.out_height != dims[rank - 2]))
+				ereport(ERROR,
+						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						 errmsg("preprocessing resizes images to %zu x %zu pixels, but the model's input is " INT64_FORMAT " x " INT64_FORMAT,
+								pp.out_width, pp.out_height, dims[rank - 1], dims[rank - 2]),
+						 errhint("Set \"width\" and \"height\" in the preprocessing options to the model's input width and height.")));
 			if (plan_for(&env, model, rank, dims, 1, &plan) != WDC_OK)
 				WdcFitsRaise(&error);
 			oinfo = wdc_nn_plan_output(plan, out);
@@ -923,6 +930,7 @@ WdcModelPrepareImage(const WdcModelEntry *entry, const WdcImage *image,
 	{
 		WdcEnv		env;
 		WdcError	error;
+		WdcPreprocess pp = entry->preprocess;
 
 		if (channels != 1)
 			ereport(ERROR,
@@ -930,8 +938,10 @@ WdcModelPrepareImage(const WdcModelEntry *entry, const WdcImage *image,
 					 errmsg("model \"%s\" declares preprocessing, which applies to single-channel images only",
 							entry->name),
 					 errhint("Pass images as real[height][width], real[n][height][width] or FITS files.")));
+		/* the size limit of the moment, not of when the model was cached */
+		pp.max_bytes = (size_t) wdc_fits_max_mb << 20;
 		WdcFitsEnvInit(&env, &error);
-		if (wdc_preprocess_run(&env, &entry->preprocess, image, &prepared) != WDC_OK)
+		if (wdc_preprocess_run(&env, &pp, image, &prepared) != WDC_OK)
 			WdcFitsRaise(&error);
 	}
 

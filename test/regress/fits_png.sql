@@ -89,6 +89,11 @@ SELECT wdc.preprocess('{{1,2},{3,4}}'::real[], '{"clip_high": 100.5}');
 SELECT wdc.preprocess('{{1,2},{3,4}}'::real[], '{"clip_low": 60, "clip_high": 40}');
 SELECT wdc.preprocess('{{1,2},{3,4}}'::real[], '{"width": 8}');
 SELECT wdc.preprocess('{{1,2},{3,4}}'::real[], '{"width": 65537, "height": 8}');
+-- a resize larger than wdc.fits_max_mb fails before it allocates
+SET wdc.fits_max_mb = 1;
+SELECT wdc.preprocess('{{1,2},{3,4}}'::real[], '{"width": 20000, "height": 20000}');
+SELECT array_dims(wdc.preprocess('{{1,2},{3,4}}'::real[], '{"width": 512, "height": 512}'));
+RESET wdc.fits_max_mb;
 SELECT wdc.preprocess('{{1,2},{3,4}}'::real[], '{"stretch_scale": 0}');
 SELECT wdc.preprocess('{{1,2},{3,4}}'::real[], '{"nan_fill": "mean"}');
 SELECT wdc.preprocess('{{1,2},{3,4}}'::real[], '{"normalize": null}');

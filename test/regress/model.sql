@@ -114,6 +114,8 @@ SELECT wdc.load_model('junk', pg_read_binary_file(:'enc_file'), '{"kind": "teles
 SELECT wdc.load_model('junk', pg_read_binary_file(:'enc_file'), '{"colour": "red"}');
 SELECT wdc.load_model('junk', pg_read_binary_file(:'enc_file'), '{"output": "sigma"}');
 SELECT wdc.load_model('junk', pg_read_binary_file(:'enc_file'), '{"preprocessing": {"stretch": "cubic"}}');
+-- a resize to another size than the model's input is rejected at load
+SELECT wdc.load_model('junk', pg_read_binary_file(:'enc_file'), '{"preprocessing": {"width": 64, "height": 64}}');
 SELECT wdc.load_model('junk', pg_read_binary_file(:'enc_file'), '{"input_shape": [1, 1, 32, 32]}');
 SELECT wdc.load_model('', pg_read_binary_file(:'enc_file'));
 SELECT wdc.load_model_file('junk', '/nonexistent/model.onnx');
