@@ -152,7 +152,18 @@ hnsw_verify(PG_FUNCTION_ARGS)
 	vs.rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	vs.nproblems = 0;
 
-	index = relation_open(indexoid, AccessShareLock);
+	index = try_relation_open(indexoid, AccessShareLock);
+	if (index == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("index with OID %u does not exist", indexoid)));
+	if (index->rd_rel->relkind == RELKIND_PARTITIONED_INDEX)
+		ereport(ERROR,
+				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
+				 errmsg("\"%s\" is a partitioned index, which has no pages of its own",
+						RelationGetRelationName(index)),
+				 errhint("Verify the index of each partition, for example those listed by pg_partition_tree('%s').",
+						 RelationGetRelationName(index))));
 	if (index->rd_rel->relkind != RELKIND_INDEX || index->rd_indam == NULL ||
 		index->rd_indam->amgettuple != hnswgettuple)
 		ereport(ERROR,

@@ -266,6 +266,13 @@ SELECT id FROM hnsw_tagged ORDER BY z <-> '[1,2]@12345678' LIMIT 3;
 
 -- verification of something else
 SELECT * FROM wdc.hnsw_verify('hnsw_t_pkey');
+SELECT * FROM wdc.hnsw_verify(0);
+CREATE TABLE hnsw_part (id int, z latent(8)) PARTITION BY RANGE (id);
+CREATE TABLE hnsw_part_1 PARTITION OF hnsw_part FOR VALUES FROM (0) TO (100);
+CREATE INDEX hnsw_part_z ON hnsw_part USING wdc_hnsw (z latent_l2_ops);
+SELECT * FROM wdc.hnsw_verify('hnsw_part_z');
+SELECT count(*) AS problems FROM wdc.hnsw_verify('hnsw_part_1_z_idx');
+DROP TABLE hnsw_part;
 
 DROP TABLE hnsw_t, hnsw_q, hnsw_zero, hnsw_empty, hnsw_same, hnsw_wide, hnsw_too_wide,
 	hnsw_any, hnsw_unlogged, hnsw_tagged;
