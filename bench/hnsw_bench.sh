@@ -122,6 +122,17 @@ SQL
 size=$(psql_q -c "SELECT pg_size_pretty(pg_relation_size('hb_items_z'))")
 problems=$(psql_q -c "SELECT count(*) FROM wdc.hnsw_verify('hb_items_z')")
 
+# recall@10 of the index against the exact ground truth at ef_search $1
+recall_at() {
+	psql_q <<SQL
+SET wdc.hnsw_ef_search = $1;
+SET enable_seqscan = off;
+SELECT round(avg((SELECT count(*) FROM unnest(t.ids) x
+                  WHERE x = ANY (array(SELECT id FROM hb_items ORDER BY z <-> q.z LIMIT 10)))) / 10, 4)
+FROM hb_truth t JOIN hb_queries q USING (qid);
+SQL
+}
+
 echo "# $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "N=$N D=$D Q=$Q K=$K SPREAD=$SPREAD m=$M ef_construction=$EFC"
 echo "build: ${build_ms} ms, index size: $size, hnsw_verify problems: $problems"
@@ -130,14 +141,7 @@ echo
 echo "| ef_search | recall@10 | buffers/query | q/s 1 client | q/s 2 clients | x exact (1 client) |"
 echo "|---|---|---|---|---|---|"
 for ef in $EFS; do
-	recall=$(psql_q <<SQL
-SET wdc.hnsw_ef_search = $ef;
-SET enable_seqscan = off;
-SELECT round(avg((SELECT count(*) FROM unnest(t.ids) x
-                  WHERE x = ANY (array(SELECT id FROM hb_items ORDER BY z <-> q.z LIMIT 10)))) / 10, 4)
-FROM hb_truth t JOIN hb_queries q USING (qid);
-SQL
-)
+	recall=$(recall_at "$ef")
 	buffers=$(psql_q <<SQL
 SET wdc.hnsw_ef_search = $ef;
 CREATE TEMP TABLE hb_plans (plan json);
@@ -181,14 +185,7 @@ SQL
 	pms=$(echo "$pbuild" | sed -n 's/^ms //p')
 	problems=$(psql_q -c "SELECT count(*) FROM wdc.hnsw_verify('hb_items_z')")
 	ef=${EFS%% *}
-	recall=$(psql_q <<SQL
-SET wdc.hnsw_ef_search = $ef;
-SET enable_seqscan = off;
-SELECT round(avg((SELECT count(*) FROM unnest(t.ids) x
-                  WHERE x = ANY (array(SELECT id FROM hb_items ORDER BY z <-> q.z LIMIT 10)))) / 10, 4)
-FROM hb_truth t JOIN hb_queries q USING (qid);
-SQL
-)
+	recall=$(recall_at "$ef")
 	echo
 	echo "parallel build: ${pms} ms with ${workers:-0} workers (serial ${build_ms} ms," \
 		"$(awk -v s="$build_ms" -v p="$pms" 'BEGIN { printf "%.2fx", s / p }')), hnsw_verify problems: $problems," \

@@ -1164,23 +1164,11 @@ SecondPassCallback(Relation index, ItemPointer tid, Datum *values, bool *isnull,
 				   bool tupleIsAlive, void *state)
 {
 	HnswBuildState *bs = (HnswBuildState *) state;
-	MemoryContext oldcxt;
-	uint32		fingerprint;
 
-	if (isnull[0] ||
-		bsearch(tid, bs->graphTids, bs->ngraphTids, sizeof(ItemPointerData),
-				CompareTids) != NULL)
-		return;
-
-	oldcxt = MemoryContextSwitchTo(bs->tmpcxt);
-	if (PrepareRow(bs, index, values[0], &fingerprint))
-	{
-		HnswInsertVector(index, bs->vecbuf, bs->dims, fingerprint, tid, bs->tmpcxt);
-		bs->indtuples++;
-		pgstat_progress_update_param(PROGRESS_CREATEIDX_TUPLES_DONE, (int64) bs->indtuples);
-	}
-	MemoryContextSwitchTo(oldcxt);
-	MemoryContextReset(bs->tmpcxt);
+	/* bs->onDisk is set, so BuildCallback inserts on disk */
+	if (bsearch(tid, bs->graphTids, bs->ngraphTids, sizeof(ItemPointerData),
+				CompareTids) == NULL)
+		BuildCallback(index, tid, values, isnull, tupleIsAlive, state);
 }
 
 /* Search scratch and settings shared by every kind of participant */
