@@ -424,11 +424,10 @@ HnswGetNeighborTuple(Page page, OffsetNumber off)
  * distance to the base element (HNSW paper, algorithm 4, without
  * extending the candidates or keeping pruned ones).  A candidate is kept
  * unless an already kept one lies strictly closer to it than the base
- * does.  The strict comparison keeps exact duplicates connected, so that
- * every copy stays reachable.  But a group of identical vectors whose
- * lists held only each other would trap every search that enters it, so a
- * quarter of the slots (at least one) is kept for candidates that are not
- * copies of a kept one.  Writes the chosen indexes to selected[] and
+ * does.  The strict comparison keeps exact duplicates of the base
+ * connected.  But a group of identical vectors whose lists held only each
+ * other would trap every search that enters it, so a quarter of the slots
+ * (at least one) is kept for candidates that are not copies of a kept one.  Writes the chosen indexes to selected[] and
  * returns how many.
  */
 int
