@@ -538,6 +538,80 @@ ConnectBack(HnswBuildState *bs, int32 target, int32 idx, double distance, int lc
 	UnlockElement(bs, e);
 }
 
+static int
+ComparePairs(const void *a, const void *b)
+{
+	double		x = ((const BuildPair *) a)->distance;
+	double		y = ((const BuildPair *) b)->distance;
+
+	return (x > y) - (x < y);
+}
+
+/*
+ * Candidates for the neighbours of vec at level lc: the nfound results of
+ * the last SearchLevel in bs->found, and, when copies of vec (distance 0) leave fewer than a
+ * quarter of it for other vectors, the other vectors in the copies' lists.
+ * In a group of identical vectors larger than ef_construction, the search
+ * finds only copies, and a new copy linked to copies alone would close the
+ * group (see HnswSelectNeighbors); the copies' lists still lead out of it.
+ * Returns the candidates in *out, sorted by distance, and their number.
+ */
+static int
+ExtendWithExits(HnswBuildState *bs, const float *vec, int lc, int nfound,
+				BuildPair **out)
+{
+	int			capacity = HnswLevelCapacity(bs->m, lc);
+	int			reserve = Max(capacity / 4, 1);
+	int			copies = 0;
+	int			maxExtra = 2 * capacity;
+	int			n;
+	BuildPair  *cand;
+
+	for (int i = 0; i < nfound; i++)
+		copies += bs->found[i].distance == 0.0 ? 1 : 0;
+	cand = palloc(sizeof(BuildPair) * (nfound + maxExtra));
+	memcpy(cand, bs->found, sizeof(BuildPair) * nfound);
+	n = nfound;
+	if (nfound - copies < reserve && copies > 0)
+	{
+		if (++bs->stamp == 0)
+		{
+			memset(bs->visited, 0, sizeof(uint32) * bs->maxelements);
+			bs->stamp = 1;
+		}
+		for (int i = 0; i < nfound; i++)
+			bs->visited[cand[i].element] = bs->stamp;
+		for (int i = 0; i < nfound && n < nfound + maxExtra; i++)
+		{
+			const int32 *list;
+			int			len;
+
+			if (cand[i].distance != 0.0 || ElementAt(bs, cand[i].element)->level < lc)
+				continue;
+			list = ReadList(bs, ElementAt(bs, cand[i].element), lc, &len);
+			for (int k = 0; k < len && n < nfound + maxExtra; k++)
+			{
+				int32		nb = list[k];
+				double		d;
+
+				if (bs->visited[nb] == bs->stamp)
+					continue;
+				bs->visited[nb] = bs->stamp;
+				d = HnswDistance(bs->metric, vec, ElementVec(ElementAt(bs, nb)), bs->dims);
+				if (d > 0.0)
+				{
+					cand[n].element = nb;
+					cand[n].distance = d;
+					n++;
+				}
+			}
+		}
+		qsort(cand, n, sizeof(BuildPair), ComparePairs);
+	}
+	*out = cand;
+	return n;
+}
+
 /*
  * Insert a prepared vector into the in-memory graph.  Returns false, with
  * the graph unchanged, when it has no room for another element.
@@ -576,8 +650,10 @@ BuildInsert(HnswBuildState *bs, const float *vec, uint32 fingerprint, ItemPointe
 	{
 		int			capacity = HnswLevelCapacity(bs->m, lc);
 		int			nfound = SearchLevel(bs, vec, seeds, nseeds, bs->efConstruction, lc);
-		const float **vectors = palloc(sizeof(float *) * nfound);
-		double	   *distances = palloc(sizeof(double) * nfound);
+		const float **vectors;
+		double	   *distances;
+		BuildPair  *cand;
+		int			ncand;
 		int		   *selected = palloc(sizeof(int) * capacity);
 		int			nselected;
 
@@ -600,19 +676,23 @@ BuildInsert(HnswBuildState *bs, const float *vec, uint32 fingerprint, ItemPointe
 		}
 
 		for (int i = 0; i < nfound; i++)
-		{
 			seeds[i] = bs->found[i].element;
-			vectors[i] = ElementVec(ElementAt(bs, seeds[i]));
-			distances[i] = bs->found[i].distance;
-		}
 		nseeds = nfound;
+		ncand = ExtendWithExits(bs, vec, lc, nfound, &cand);
+		vectors = palloc(sizeof(float *) * ncand);
+		distances = palloc(sizeof(double) * ncand);
+		for (int i = 0; i < ncand; i++)
+		{
+			vectors[i] = ElementVec(ElementAt(bs, cand[i].element));
+			distances[i] = cand[i].distance;
+		}
 		nselected = HnswSelectNeighbors(bs->metric, bs->dims, vectors, distances,
-										nfound, capacity, selected);
+										ncand, capacity, selected);
 		chosen[lc] = palloc(sizeof(int32) * Max(nselected, 1));
 		chosenDistance[lc] = palloc(sizeof(double) * Max(nselected, 1));
 		for (int i = 0; i < nselected; i++)
 		{
-			chosen[lc][i] = seeds[selected[i]];
+			chosen[lc][i] = cand[selected[i]].element;
 			chosenDistance[lc][i] = distances[selected[i]];
 		}
 		nchosen[lc] = nselected;

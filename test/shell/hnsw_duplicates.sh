@@ -47,4 +47,42 @@ echo "hnsw_verify problems: $problems, first row for 30907: $first, rows that mi
 if [ "$problems" != "0" ] || [ "$first" != "30907" ] || [ "$missed" -gt 15 ]; then
 	fail=1
 fi
+
+# Groups larger than ef_construction: 2,000 copies of one vector and 1,000
+# zero vectors among 2,000 random ones.  Searches meet only copies there,
+# so a new copy also takes the other vectors from the copies' lists.  At
+# ef_search 1000 every query must get its true top-10 distances; before,
+# 7 of these 300 queries did not.
+bad=$(psql_q <<'SQL' | tail -1
+CREATE FUNCTION dup_rvec(seed int) RETURNS latent LANGUAGE sql VOLATILE AS $$
+	SELECT array_agg((random() * 2 - 1) + 0 * seed)::real[]::latent FROM generate_series(1, 8) $$;
+SELECT setseed(0.42);
+CREATE TABLE dup_g (id int, z latent(8));
+INSERT INTO dup_g
+SELECT i, CASE WHEN i % 5 IN (0, 1) THEN '[0.5,0.5,0.5,0.5,0.5,0.5,0.5,0.5]'::latent
+	WHEN i % 5 = 2 THEN '[0,0,0,0,0,0,0,0]'::latent ELSE dup_rvec(i) END
+FROM generate_series(1, 5000) i;
+SET max_parallel_maintenance_workers = 0;
+CREATE INDEX dup_g_z ON dup_g USING wdc_hnsw (z latent_l2_ops);
+CREATE TABLE dup_q AS SELECT i, dup_rvec(i) AS q FROM generate_series(1, 300) i;
+CREATE FUNCTION dup_top(q latent, use_index bool) RETURNS float8[] LANGUAGE plpgsql AS $$
+DECLARE
+	r float8[];
+BEGIN
+	PERFORM set_config('enable_seqscan', CASE WHEN use_index THEN 'off' ELSE 'on' END, true);
+	PERFORM set_config('enable_indexscan', CASE WHEN use_index THEN 'on' ELSE 'off' END, true);
+	PERFORM set_config('enable_bitmapscan', 'off', true);
+	EXECUTE 'SELECT array_agg(d ORDER BY d) FROM (SELECT z <-> $1 AS d FROM dup_g ORDER BY z <-> $1 LIMIT 10) s'
+		INTO r USING q;
+	RETURN r;
+END
+$$;
+SET wdc.hnsw_ef_search = 1000;
+SELECT count(*) FROM dup_q WHERE dup_top(q, true) <> dup_top(q, false);
+SQL
+)
+echo "large groups: $bad of 300 queries without their top-10 distances at ef_search 1000"
+if [ "$bad" != "0" ]; then
+	fail=1
+fi
 exit $fail
