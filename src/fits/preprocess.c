@@ -875,8 +875,9 @@ wdc_preprocess_run(const WdcEnv *env, const WdcPreprocess *pp,
 		{
 			wdc_image_free(env, out);
 			wdc_error(env, WDC_ERR_LIMIT,
-					  "resizing to %zu x %zu pixels needs %zu MB, more than the %zu MB allowed",
-					  pp->out_width, pp->out_height, bytes >> 20, pp->max_bytes >> 20);
+					  "resizing to %zu x %zu pixels needs %.1f MB, more than the %.1f MB allowed",
+					  pp->out_width, pp->out_height, (double) bytes / (1 << 20),
+					  (double) pp->max_bytes / (1 << 20));
 			return wdc_error_hint(env, "Choose a smaller width and height, or raise wdc.fits_max_mb.");
 		}
 
