@@ -122,9 +122,10 @@ time_sql sql_per_row \
 time_sql sql_per_row_current \
 	"SELECT count(wdc.encode('eb_vae', img))::text FROM eb_cutouts" 2>&1 | sed 's/^NOTICE:  //'
 # The planner expects one group per row here (N calls of encode_batch at
-# its declared COST), so the statement's estimate passes jit_optimize_above_cost
-# and JIT compiles it with inlining and optimization first; the _jit_off lines
-# show the same statements without that fixed cost.
+# its declared COST), so the statement's estimate passes
+# jit_optimize_above_cost, and JIT compiles it with inlining and
+# optimization first.  The _jit_off lines time the same statements without
+# that fixed cost.
 for b in $BATCHES; do
 	time_sql "sql_array_agg_$b" \
 		"SELECT sum(cardinality(imgs))::text FROM (SELECT array_agg(img ORDER BY id) AS imgs FROM eb_cutouts GROUP BY (id - 1) / $b) g" \

@@ -429,8 +429,8 @@ keep_high(float *high, size_t nhigh, size_t *nh, float v)
 }
 
 /*
- * low[0..nlow) receives the nlow smallest and high[0..nhigh) the nhigh
- * largest finite values of data[0..n), each in ascending order; the caller
+ * Write the nlow smallest finite values of data[0..n) to low[] and the
+ * nhigh largest to high[], each in ascending order.  The caller
  * guarantees at least max(nlow, nhigh) finite values.
  *
  * The values are read in chunks of EDGE_CHUNK blocks of EDGE_BLOCK, and a

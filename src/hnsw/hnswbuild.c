@@ -19,10 +19,10 @@
  * it, so the same code runs on a private area or on one in dynamic shared
  * memory.
  *
- * Parallel build: when PostgreSQL grants parallel maintenance workers (as
- * it would for a B-tree on this table) and the column has a fixed
- * dimension, stage 1 runs in the leader and the workers over a parallel
- * table scan, all inserting into one graph in dynamic shared memory.  Each
+ * Parallel build: PostgreSQL may grant parallel maintenance workers (as it
+ * would for a B-tree on this table) when the column has a fixed dimension.
+ * Stage 1 then runs in the leader and the workers over a parallel table
+ * scan, all inserting into one graph in dynamic shared memory.  Each
  * element's lists are guarded by its own LWLock and the entry point by
  * another; vectors never change once written.  Stages 2 and 3 run in the
  * leader after the workers have finished, because parallel workers cannot
@@ -552,8 +552,9 @@ ComparePairs(const void *a, const void *b)
  * the last SearchLevel in bs->found, and, when copies of vec (distance 0) leave fewer than a
  * quarter of it for other vectors, the other vectors in the copies' lists.
  * In a group of identical vectors larger than ef_construction, the search
- * finds only copies, and a new copy linked to copies alone would close the
- * group (see HnswSelectNeighbors); the copies' lists still lead out of it.
+ * finds only copies.  A new copy linked to copies alone would close the
+ * group (see HnswSelectNeighbors), so it also takes candidates from the
+ * copies' lists, which still lead out of it.
  * Returns the candidates in *out, sorted by distance, and their number.
  */
 static int
@@ -1352,6 +1353,18 @@ HnswParallelBuildMain(dsm_segment *seg, shm_toc *toc)
 	table_close(heap, heapLockmode);
 }
 
+/* Rows of the table as the planner would estimate them now */
+static double
+EstimatedRows(Relation heap)
+{
+	BlockNumber pages;
+	double		tuples;
+	double		allvisfrac;
+
+	estimate_rel_size(heap, NULL, &pages, &tuples, &allvisfrac);
+	return tuples;
+}
+
 /* Average bytes of an element, for sizing an area */
 static Size
 AverageElementSize(const HnswBuildState *bs)
@@ -1393,9 +1406,7 @@ BuildGraphParallel(HnswBuildState *bs, Relation heap, Relation index,
 	Size		areaSize;
 	Size		minElement = ElementSize(bs, 0) + sizeof(uint64);
 	uint32		maxelements;
-	BlockNumber pages;
 	double		tuples;
-	double		allvisfrac;
 	HnswShared *shared;
 	char	   *area;
 	char	   *query;
@@ -1403,7 +1414,7 @@ BuildGraphParallel(HnswBuildState *bs, Relation heap, Relation index,
 	bool		leftOut = false;
 
 	/* room for the table's rows as estimated now, within maintenance_work_mem */
-	estimate_rel_size(heap, NULL, &pages, &tuples, &allvisfrac);
+	tuples = EstimatedRows(heap);
 	areaSize = (Size) Min((double) bs->memoryLimit,
 						  Max(tuples, 1024.0) * 1.2 * AverageElementSize(bs) + 1024 * 1024);
 	bs->estimatedRows = areaSize < bs->memoryLimit ? Max(tuples, 1024.0) : -1;
@@ -1609,16 +1620,9 @@ hnswbuild(Relation heap, Relation index, IndexInfo *indexInfo)
 		 */
 		bs.areaSize = Min((Size) 1024 * 1024, bs.memoryLimit / 2);
 		if (bs.dims > 0)
-		{
-			BlockNumber pages;
-			double		tuples;
-			double		allvisfrac;
-
-			estimate_rel_size(heap, NULL, &pages, &tuples, &allvisfrac);
 			bs.areaSize = (Size) Max((double) bs.areaSize,
 									 Min((double) bs.memoryLimit / 2,
-										 tuples * 1.1 * AverageElementSize(&bs)));
-		}
+										 EstimatedRows(heap) * 1.1 * AverageElementSize(&bs)));
 		bs.base = MemoryContextAllocExtended(bs.graphcxt, bs.areaSize, MCXT_ALLOC_HUGE);
 		bs.maxelements = 1024;
 		bs.offsets = MemoryContextAllocExtended(bs.graphcxt, sizeof(uint64) * bs.maxelements,

@@ -773,10 +773,10 @@ LoadElements(HnswSearch *search, ItemPointer tids, int n, HnswCandidate **out)
 				 * result set: only those are expanded in this batch, and
 				 * most visited elements never are.  Others read it again if
 				 * a later batch expands them.  With codes, the list is read
-				 * again when the element is expanded: the codes made the
-				 * copy several times larger, most elements that enter the
-				 * result leave it before they are expanded, and the copies
-				 * cost more than the second buffer access.
+				 * again when the element is expanded instead.  The codes
+				 * made the copy several times larger, and most elements
+				 * that enter the result leave it before they are expanded,
+				 * so the copies cost more than the second buffer access.
 				 */
 				CopyNeighbors(search, c, HnswTupleSlots(etup, search->dims), etup->level);
 				c->neighborsLoaded = true;
@@ -889,11 +889,11 @@ DeferNeighbor(HnswSearch *search, ItemPointer tid)
 /*
  * Visit the unvisited neighbours of c.
  *
- * With neighbour codes, once the result holds ef elements, a neighbour
+ * With neighbour codes, once the result contains ef elements, a neighbour
  * whose lower bound (HnswBoundTable) is above the furthest result is not
  * read.  Read, it could not enter the result, and the furthest result only
  * comes nearer during a batch, so the search would never expand it in this
- * batch either: the batch's result and the set of elements it expands stay
+ * batch either.  The batch's result and the set of elements it expands stay
  * the same, and only reads are saved.  Skipped neighbours are not marked
  * visited, so another element's list can still lead to them, and the next
  * batch reads all of them first (HnswSearchBatch).

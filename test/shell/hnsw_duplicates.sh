@@ -2,9 +2,9 @@
 # A group of identical vectors must not trap wdc_hnsw searches.  100 zero
 # vectors and 2,000 copies of ten rows are indexed with 40,000 random
 # ones, in descending id order.  When the zero vectors' lists held only each
-# other, a search that entered the group could not leave it: the query
-# below returned three zero vectors (distance 1.475) instead of its exact
-# match, even at ef_search 400, and 37 of 1,990 rows were not their own
+# other, a search that entered the group could not leave it.  The query
+# below then returned three zero vectors (distance 1.475) instead of its
+# exact match, even at ef_search 400.  37 of 1,990 rows were not their own
 # nearest neighbour.
 set -euo pipefail
 db=wdc_hnsw_duplicates
