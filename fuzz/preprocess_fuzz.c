@@ -6,7 +6,8 @@
  *
  * Input: two bytes choose the percentiles (0 to 100 in steps of 0.5), two
  * bytes how the floats are mapped (raw bits, or a few distinct values, to
- * provoke ties), and the rest are the pixels.
+ * provoke ties) and which vector path selects near the ends (scalar, AVX2,
+ * AVX-512, as far as the CPU has them), and the rest are the pixels.
  */
 #include <math.h>
 #include <stdint.h>
@@ -104,6 +105,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 				(float) (bits % (1u + data[3] % 16));
 		}
 	wdc_env_init_default(&env, &error);
+	wdc_preprocess_simd = (data[2] >> 1) % 3;
 	check_percentile(&env, a, n, p1);
 	check_percentile(&env, a, n, p2);
 

@@ -500,6 +500,213 @@ edge_values(const float *data, size_t n, float *low, size_t nlow,
 	}
 }
 
+#if defined(__x86_64__) && defined(__GNUC__)
+#define WDC_EDGE_LANES_X86 1
+#include <immintrin.h>
+#endif
+
+/* List length of edge_lanes; longer edges take edge_values. */
+#define EDGE_LANE_K 8
+
+int			wdc_preprocess_simd = -1;
+
+#ifdef WDC_EDGE_LANES_X86
+
+/*
+ * The EDGE_LANE_K smallest finite values of data[0..n) (of the negated
+ * values when negate) in ascending order, +Inf past the finite values.
+ *
+ * Each lane keeps a sorted list: list[j] lane l holds the j-th smallest
+ * value among data[l], data[l + 16], data[l + 32], ...  Each vector of
+ * data passes down the lists by compare-exchange.  Then the lanes fold in
+ * halves: lists A and B of two lanes give the smallest EDGE_LANE_K of both
+ * as min(A[j], B[K - 1 - j]), a bitonic sequence that three rounds of
+ * compare-exchange sort (a bitonic merge).  After four folds lane 0 holds
+ * the answer.
+ *
+ * Compare-exchange takes min(a, t) and max(t, a): on equal operands they
+ * return t and a, so a tie of 0 and -0 keeps both values.
+ */
+#define CE512(a, b) \
+	do { __m512 lo_ = _mm512_min_ps(a, b); \
+		(b) = _mm512_max_ps(b, a); (a) = lo_; } while (0)
+
+static __attribute__((target("avx512f"))) void
+lane_lists_avx512(const float *data, size_t n, bool negate,
+				  float out[EDGE_LANE_K])
+{
+	__m512		l[EDGE_LANE_K];
+	__m512		inf = _mm512_set1_ps(INFINITY),
+				zero = _mm512_setzero_ps(),
+				sign = _mm512_set1_ps(negate ? -1.0f : 1.0f);
+
+	for (int j = 0; j < EDGE_LANE_K; j++)
+		l[j] = inf;
+	for (size_t i = 0; i < n; i += 16)
+	{
+		__mmask16	in = n - i >= 16 ? (__mmask16) 0xffff :
+			(__mmask16) ((1u << (n - i)) - 1);
+		__m512		v = _mm512_mul_ps(_mm512_mask_loadu_ps(inf, in, data + i), sign);
+		/* v - v is 0 for finite v only; the rest become +Inf */
+		__mmask16	finite = _mm512_cmp_ps_mask(_mm512_sub_ps(v, v), zero, _CMP_EQ_OQ);
+		__m512		t = _mm512_mask_blend_ps(finite, inf, v);
+
+#pragma GCC unroll 8
+		for (int j = 0; j < EDGE_LANE_K; j++)
+			CE512(l[j], t);
+	}
+	for (int fold = 0; fold < 4; fold++)
+	{
+		__m512		c[EDGE_LANE_K];
+
+#pragma GCC unroll 8
+		for (int j = 0; j < EDGE_LANE_K; j++)
+		{
+			__m512		b = l[EDGE_LANE_K - 1 - j];
+
+			b = fold == 0 ? _mm512_shuffle_f32x4(b, b, 0x4e) :
+				fold == 1 ? _mm512_shuffle_f32x4(b, b, 0xb1) :
+				fold == 2 ? _mm512_permute_ps(b, 0x4e) :
+				_mm512_permute_ps(b, 0xb1);
+			c[j] = _mm512_min_ps(l[j], b);
+		}
+		for (int d = EDGE_LANE_K / 2; d > 0; d /= 2)
+#pragma GCC unroll 8
+			for (int j = 0; j < EDGE_LANE_K; j++)
+				if ((j & d) == 0)
+					CE512(c[j], c[j + d]);
+		for (int j = 0; j < EDGE_LANE_K; j++)
+			l[j] = c[j];
+	}
+	for (int j = 0; j < EDGE_LANE_K; j++)
+		out[j] = _mm512_cvtss_f32(l[j]);
+}
+
+#define CE256(a, b) \
+	do { __m256 lo_ = _mm256_min_ps(a, b); \
+		(b) = _mm256_max_ps(b, a); (a) = lo_; } while (0)
+
+/* Same as lane_lists_avx512 with 8 lanes, for CPUs with AVX2. */
+static __attribute__((target("avx2"))) void
+lane_lists_avx2(const float *data, size_t n, bool negate,
+				float out[EDGE_LANE_K])
+{
+	__m256		l[EDGE_LANE_K];
+	__m256		inf = _mm256_set1_ps(INFINITY),
+				zero = _mm256_setzero_ps(),
+				sign = _mm256_set1_ps(negate ? -1.0f : 1.0f);
+	float		tail[8];
+
+	for (int j = 0; j < EDGE_LANE_K; j++)
+		l[j] = inf;
+	for (size_t i = 0; i < n; i += 8)
+	{
+		__m256		v,
+					t;
+
+		if (n - i >= 8)
+			v = _mm256_loadu_ps(data + i);
+		else
+		{
+			for (size_t k = 0; k < 8; k++)
+				tail[k] = i + k < n ? data[i + k] : INFINITY;
+			v = _mm256_loadu_ps(tail);
+		}
+		v = _mm256_mul_ps(v, sign);
+		t = _mm256_blendv_ps(inf, v,
+							 _mm256_cmp_ps(_mm256_sub_ps(v, v), zero, _CMP_EQ_OQ));
+#pragma GCC unroll 8
+		for (int j = 0; j < EDGE_LANE_K; j++)
+			CE256(l[j], t);
+	}
+	for (int fold = 0; fold < 3; fold++)
+	{
+		__m256		c[EDGE_LANE_K];
+
+#pragma GCC unroll 8
+		for (int j = 0; j < EDGE_LANE_K; j++)
+		{
+			__m256		b = l[EDGE_LANE_K - 1 - j];
+
+			b = fold == 0 ? _mm256_permute2f128_ps(b, b, 0x01) :
+				fold == 1 ? _mm256_permute_ps(b, 0x4e) :
+				_mm256_permute_ps(b, 0xb1);
+			c[j] = _mm256_min_ps(l[j], b);
+		}
+		for (int d = EDGE_LANE_K / 2; d > 0; d /= 2)
+#pragma GCC unroll 8
+			for (int j = 0; j < EDGE_LANE_K; j++)
+				if ((j & d) == 0)
+					CE256(c[j], c[j + d]);
+		for (int j = 0; j < EDGE_LANE_K; j++)
+			l[j] = c[j];
+	}
+	for (int j = 0; j < EDGE_LANE_K; j++)
+		out[j] = _mm256_cvtss_f32(l[j]);
+}
+
+/*
+ * 2: AVX-512F, 1: AVX2, 0: neither (edge_values does the work), or
+ * wdc_preprocess_simd when that is lower.
+ */
+static int
+edge_lanes_isa(void)
+{
+	static int	isa = -1;
+
+	if (isa < 0)
+	{
+		__builtin_cpu_init();
+		isa = __builtin_cpu_supports("avx512f") ? 2 :
+			__builtin_cpu_supports("avx2") ? 1 : 0;
+	}
+	return wdc_preprocess_simd >= 0 && wdc_preprocess_simd < isa ?
+		wdc_preprocess_simd : isa;
+}
+
+/*
+ * The k smallest finite values of data[0..n) (largest when negate), in
+ * ascending order, into out[0..k); 1 <= k <= EDGE_LANE_K.
+ */
+static void
+lane_edge(const float *data, size_t n, bool negate, int isa, float *out,
+		  size_t k)
+{
+	float		list[EDGE_LANE_K];
+
+	if (isa == 2)
+		lane_lists_avx512(data, n, negate, list);
+	else
+		lane_lists_avx2(data, n, negate, list);
+	/* negated, list holds the largest values in descending order */
+	for (size_t i = 0; i < k; i++)
+		out[i] = negate ? -list[k - 1 - i] : list[i];
+}
+#endif							/* WDC_EDGE_LANES_X86 */
+
+/*
+ * edge_values by lane-wise lists where the CPU has AVX2 or AVX-512F and
+ * both edges have at most EDGE_LANE_K values; the result is the same.
+ */
+static void
+edge_values_fast(const float *data, size_t n, float *low, size_t nlow,
+				 float *high, size_t nhigh)
+{
+#ifdef WDC_EDGE_LANES_X86
+	int			isa = edge_lanes_isa();
+
+	if (isa > 0 && nlow <= EDGE_LANE_K && nhigh <= EDGE_LANE_K)
+	{
+		if (nlow > 0)
+			lane_edge(data, n, false, isa, low, nlow);
+		if (nhigh > 0)
+			lane_edge(data, n, true, isa, high, nhigh);
+		return;
+	}
+#endif
+	edge_values(data, n, low, nlow, high, nhigh);
+}
+
 /*
  * How percentile p of m finite values can come from edge_values: sets
  * *from_low to the number of smallest values, or *from_high to the number of
@@ -606,7 +813,7 @@ percentile_pair(const WdcEnv *env, const float *data, size_t n, size_t m,
 
 	if (edge_plan(m, rl, &nlow, &nhigh) && edge_plan(m, rh, &nlow, &nhigh))
 	{
-		edge_values(data, n, low, nlow, high, nhigh);
+		edge_values_fast(data, n, low, nlow, high, nhigh);
 		edge_pair(m, rl, low, nlow, high, nhigh, &below, &above);
 		*vlow = interpolate(below, above, tl);
 		edge_pair(m, rh, low, nlow, high, nhigh, &below, &above);
@@ -792,17 +999,48 @@ finite_range(const float *p, size_t n, double *lo, double *hi)
 }
 
 /*
+ * The pixel loops below are built for AVX-512F, AVX2 and the baseline ISA
+ * and chosen at load time (GCC's target_clones).  They only compare,
+ * select, subtract and divide, so every clone gives the same bits.
+ */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define WDC_PIXEL_LOOP __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define WDC_PIXEL_LOOP
+#endif
+
+/*
  * Number of NaN and infinite pixels; the fill value (a median needs a sort)
  * is only computed when there is something to fill.
  */
-static size_t
-count_nonfinite(const float *p, size_t n)
+WDC_PIXEL_LOOP size_t
+wdc_count_nonfinite(const float *p, size_t n)
 {
 	size_t		count = 0;
 
 	for (size_t i = 0; i < n; i++)
 		count += isfinite(p[i]) ? 0 : 1;
 	return count;
+}
+
+/* Clip p[0..n) to [lo, hi]; NaN compares false both ways and stays. */
+static WDC_PIXEL_LOOP void
+clip_pixels(float *p, size_t n, float lo, float hi)
+{
+	for (size_t i = 0; i < n; i++)
+	{
+		float		v = p[i];
+
+		p[i] = v < lo ? lo : (v > hi ? hi : v);
+	}
+}
+
+/* p = (p - lo) / range in double, rounded to float */
+static WDC_PIXEL_LOOP void
+scale_pixels(float *p, size_t n, double lo, double range)
+{
+	for (size_t i = 0; i < n; i++)
+		p[i] = (float) (((double) p[i] - lo) / range);
 }
 
 WdcStatus
@@ -832,7 +1070,7 @@ wdc_preprocess_run(const WdcEnv *env, const WdcPreprocess *pp,
 	out->height = in->height;
 	memcpy(out->pixels, in->pixels, n * sizeof(float));
 	p = out->pixels;
-	nonfinite = count_nonfinite(p, n);
+	nonfinite = wdc_count_nonfinite(p, n);
 	if (pp->nan_fill != WDC_NAN_KEEP && nonfinite > 0)
 	{
 		double		fill = pp->nan_value;
@@ -889,7 +1127,7 @@ wdc_preprocess_run(const WdcEnv *env, const WdcPreprocess *pp,
 		*out = resized;
 		p = out->pixels;
 		n = out->width * out->height;
-		nonfinite = count_nonfinite(p, n);
+		nonfinite = wdc_count_nonfinite(p, n);
 	}
 
 	/* 3. Clip to percentiles. */
@@ -913,13 +1151,7 @@ wdc_preprocess_run(const WdcEnv *env, const WdcPreprocess *pp,
 			}
 			lo = (float) vlow;
 			hi = (float) vhigh;
-			/* NaN compares false both ways and stays */
-			for (size_t i = 0; i < n; i++)
-			{
-				float		v = p[i];
-
-				p[i] = v < lo ? lo : (v > hi ? hi : v);
-			}
+			clip_pixels(p, n, lo, hi);
 
 			/*
 			 * lo and hi lie within the pixel range (a percentile lies
@@ -968,10 +1200,7 @@ wdc_preprocess_run(const WdcEnv *env, const WdcPreprocess *pp,
 			;					/* no finite pixel: nothing to scale */
 		else if (hi > lo)
 		{
-			double		range = hi - lo;
-
-			for (size_t i = 0; i < n; i++)
-				p[i] = (float) (((double) p[i] - lo) / range);
+			scale_pixels(p, n, lo, hi - lo);
 		}
 		else
 			for (size_t i = 0; i < n; i++)

@@ -112,4 +112,14 @@ extern WdcStatus wdc_image_resize(const WdcEnv *env, const WdcImage *in,
 extern WdcStatus wdc_percentile(const WdcEnv *env, const float *data, size_t n,
 								double p, double *result);
 
+/* Number of NaN and infinite values in data[0..n). */
+extern size_t wdc_count_nonfinite(const float *data, size_t n);
+
+/*
+ * Highest vector instruction set the percentile selection may use: -1
+ * (default) what the CPU has, 0 none, 1 AVX2, 2 AVX-512F.  Tests and the
+ * fuzz target lower it to check every path on one machine.
+ */
+extern int	wdc_preprocess_simd;
+
 #endif							/* WDC_PREPROCESS_H */

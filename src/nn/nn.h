@@ -72,6 +72,10 @@ typedef struct WdcNnPlanOptions
 	const WdcNnBinding *bindings;	/* NULL, or one per model input */
 	int			jvp_input;		/* input the tangents refer to */
 	int			jvp_k;			/* tangent directions per run; 0 = no JVP */
+	int			only_output;	/* > 0: compute graph output only_output - 1
+								 * alone (steps it does not need are left
+								 * out; other outputs are not written);
+								 * 0: every output */
 } WdcNnPlanOptions;
 
 /* --- nn_run.c ----------------------------------------------------------- */
@@ -144,7 +148,8 @@ extern size_t wdc_nn_plan_arena_bytes(const WdcNnPlan *plan);
 /*
  * Run the plan.  inputs[i] points at wdc_nn_numel(plan input i) elements of
  * the input's type (NULL for inputs bound as constants); outputs[j] receives
- * wdc_nn_numel(plan output j) elements.  Floating-point control state is
+ * wdc_nn_numel(plan output j) elements (only the chosen one's is written
+ * in a plan made with only_output).  Floating-point control state is
  * restored before return.
  */
 extern WdcStatus wdc_nn_run(const WdcEnv *env, WdcNnPlan *plan,

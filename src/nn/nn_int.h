@@ -135,6 +135,7 @@ struct WdcNnPlan
 	size_t		scratch_offset;
 	int			jvp_input;
 	int			jvp_k;
+	int			only_output;	/* output computed alone, or -1 for all */
 };
 
 /* Arguments of an operator's prepare function. */

@@ -12,7 +12,8 @@
  *	   chains that exporters emit for dynamic batch sizes.
  *	   BatchNormalization folds itself into a preceding Conv or Gemm, and
  *	   Relu/LeakyRelu into a preceding Conv or Gemm, in their prepare
- *	   functions;
+ *	   functions.  When one output is asked for alone, the steps it does
+ *	   not depend on are left out;
  *	3. mark the values that carry tangents when a JVP is requested;
  *	4. compute each remaining buffer's lifetime (first writer, last reader)
  *	   and place buffers in one arena, first fit by offset, so that buffers
@@ -422,7 +423,8 @@ plan_arena(const WdcEnv *env, WdcNnPlan *p)
 			scratch = st->scratch + (p->jvp_k ? st->tscratch : 0);
 	}
 	for (int i = 0; i < m->n_outputs; i++)
-		p->vals[m->output_value[i]].last = p->n_steps;
+		if (p->only_output < 0 || p->only_output == i)
+			p->vals[m->output_value[i]].last = p->n_steps;
 	for (int v = 0; v < nv; v++)
 	{
 		/* an output that no step reads still needs a buffer to be written */
@@ -498,6 +500,43 @@ too_big:
 	wdc_free(env, blocks);
 	wdc_free(env, owner);
 	return wdc_error(env, WDC_ERR_LIMIT, "tangent buffers are too large");
+}
+
+/*
+ * Leave out every step that output `keep` does not depend on, walking the
+ * steps backwards from it (steps are in topological order).  An encoder
+ * with mean and log-variance heads then computes only the chosen head.
+ */
+static WdcStatus
+prune_steps(const WdcEnv *env, WdcNnPlan *p, int keep)
+{
+	const WdcNnModel *m = p->model;
+	char	   *needed = wdc_alloc0(env, (size_t) m->n_values + 1);
+
+	if (needed == NULL)
+		return wdc_error(env, WDC_ERR_NOMEM, "out of memory planning model");
+	needed[m->output_value[keep]] = 1;
+	for (int s = p->n_steps - 1; s >= 0; s--)
+	{
+		NnStep	   *st = &p->steps[s];
+		int			used = 0;
+
+		if (st->skip)
+			continue;
+		for (int i = 0; i < st->n_out; i++)
+			if (st->out[i] >= 0 && needed[st->out[i]])
+				used = 1;
+		if (!used)
+		{
+			st->skip = 1;
+			continue;
+		}
+		for (int i = 0; i < st->n_in; i++)
+			if (st->in[i] >= 0)
+				needed[st->in[i]] = 1;
+	}
+	wdc_free(env, needed);
+	return WDC_OK;
 }
 
 /* Run a step whose inputs are all constant and keep its outputs. */
@@ -714,6 +753,9 @@ wdc_nn_plan_create_ex(const WdcEnv *env, const WdcNnModel *m,
 	if (o->batch < 1 || o->batch > NN_MAX_NUMEL)
 		return wdc_error(env, WDC_ERR_INVALID, "batch size %lld is out of range",
 						 (long long) o->batch);
+	if (o->only_output < 0 || o->only_output > m->n_outputs)
+		return wdc_error(env, WDC_ERR_INVALID, "output %d is out of range (1 to %d)",
+						 o->only_output, m->n_outputs);
 	if (o->jvp_k < 0 || o->jvp_k > 4096)
 		return wdc_error(env, WDC_ERR_INVALID,
 						 "number of tangent directions %d is out of range (0 to 4096)",
@@ -724,6 +766,7 @@ wdc_nn_plan_create_ex(const WdcEnv *env, const WdcNnModel *m,
 	p->model = m;
 	p->jvp_input = o->jvp_input;
 	p->jvp_k = o->jvp_k;
+	p->only_output = -1;
 	p->vals = wdc_alloc0(env, sizeof(NnPVal) * (m->n_values + 1));
 	p->steps = wdc_alloc0(env, sizeof(NnStep) * (m->n_nodes + 1));
 	p->inputs = wdc_alloc0(env, sizeof(WdcNnTensorInfo) * (m->n_inputs + 1));
@@ -794,6 +837,14 @@ wdc_nn_plan_create_ex(const WdcEnv *env, const WdcNnModel *m,
 		p->outputs[i].elem_type = v->elem;
 		p->outputs[i].rank = v->shape.rank;
 		memcpy(p->outputs[i].dims, v->shape.d, sizeof(int64_t) * v->shape.rank);
+	}
+
+	if (o->only_output > 0)
+	{
+		p->only_output = o->only_output - 1;
+		st = prune_steps(env, p, p->only_output);
+		if (st != WDC_OK)
+			goto fail;
 	}
 
 	/* step 3 */

@@ -220,6 +220,8 @@ run_common(const WdcEnv *env, WdcNnPlan *p, const void *const *inputs,
 		NnPVal	   *v = &p->vals[m->output_value[i]];
 		size_t		bytes = (size_t) nn_numel(&v->shape) * nn_elem_size(v->elem);
 
+		if (p->only_output >= 0 && p->only_output != i)
+			continue;			/* not computed */
 		if (outputs && outputs[i])
 			memcpy(outputs[i], v->buf, bytes);
 		if (jvp && tangent_out && tangent_out[i] && v->elem == WDC_NN_FLOAT)

@@ -463,10 +463,13 @@ resolve_input_shape(const WdcNnModel *model, const ModelSettings *s, int64 *dims
 	return rank;
 }
 
-/* Plan the model for batch rows with the given per-sample input shape. */
+/*
+ * Plan the model for batch rows with the given per-sample input shape;
+ * output >= 0 plans that graph output alone (-1: all of them).
+ */
 static WdcStatus
 plan_for(const WdcEnv *env, const WdcNnModel *model, int rank,
-		 const int64 *dims, int64 batch, WdcNnPlan **plan)
+		 const int64 *dims, int64 batch, int output, WdcNnPlan **plan)
 {
 	WdcNnPlanOptions opts;
 	WdcNnBinding *bindings;
@@ -484,6 +487,7 @@ plan_for(const WdcEnv *env, const WdcNnModel *model, int rank,
 	memset(&opts, 0, sizeof(opts));
 	opts.batch = batch;
 	opts.bindings = bindings;
+	opts.only_output = output + 1;
 	st = wdc_nn_plan_create_ex(env, model, &opts, plan);
 	wdc_free(env, bindings);
 	return st;
@@ -550,7 +554,7 @@ model_describe(PG_FUNCTION_ARGS)
 						 errmsg("preprocessing resizes images to %zu x %zu pixels, but the model's input is " INT64_FORMAT " x " INT64_FORMAT,
 								pp.out_width, pp.out_height, dims[rank - 1], dims[rank - 2]),
 						 errhint("Set \"width\" and \"height\" in the preprocessing options to the model's input width and height.")));
-			if (plan_for(&env, model, rank, dims, 1, &plan) != WDC_OK)
+			if (plan_for(&env, model, rank, dims, 1, -1, &plan) != WDC_OK)
 				WdcFitsRaise(&error);
 			oinfo = wdc_nn_plan_output(plan, out);
 		}
@@ -840,7 +844,7 @@ load_entry(WdcModelEntry *entry, const char *name, int64 version)
 			WdcPreprocessFromJsonb(pre, &entry->preprocess);
 		MemoryContextSwitchTo(old);
 		if (plan_for(&entry->env, entry->model, entry->input_rank, entry->input_dims,
-					 1, &entry->plan) != WDC_OK)
+					 1, entry->output_index, &entry->plan) != WDC_OK)
 			WdcFitsRaise(&entry->error);
 		entry->bytes = VARSIZE_ANY_EXHDR(onnx) + wdc_nn_plan_arena_bytes(entry->plan);
 	}
@@ -914,15 +918,21 @@ WdcModelShapeText(const WdcModelEntry *entry)
 	return buf.data;
 }
 
+/* "image 3" for item 3 of a batch, "image" for a single image (item 0) */
+static char *
+image_label(int item)
+{
+	return item > 0 ? psprintf("image %d", item) : pstrdup("image");
+}
+
 WdcImage
 WdcModelPrepareImage(const WdcModelEntry *entry, const WdcImage *image,
 					 Size channels, int item)
 {
 	WdcImage	prepared = *image;
-	char	   *what = item > 0 ? psprintf("image %d", item) : "image";
 	Size		per_sample = WdcModelSampleSize(entry);
 	Size		n;
-	Size		nan_count = 0;
+	Size		nan_count;
 	bool		fits;
 
 	/* 1. the model's preprocessing */
@@ -957,20 +967,18 @@ WdcModelPrepareImage(const WdcModelEntry *entry, const WdcImage *image,
 		ereport(ERROR,
 				(errcode(ERRCODE_DATA_EXCEPTION),
 				 errmsg("%s of %zu x %zu pixels%s does not fit model \"%s\" version " INT64_FORMAT ", which expects input %s",
-						what, prepared.width, prepared.height,
+						image_label(item), prepared.width, prepared.height,
 						channels > 1 ? psprintf(" x %zu channels", channels) : "",
 						entry->name, entry->version, WdcModelShapeText(entry)),
 				 errhint("Declare preprocessing with width and height when loading the model, or pass cutouts of the right size.")));
 
 	/* 3. no NaN or infinity may reach the graph */
-	for (Size i = 0; i < n; i++)
-		if (isnan(prepared.pixels[i]) || isinf(prepared.pixels[i]))
-			nan_count++;
+	nan_count = wdc_count_nonfinite(prepared.pixels, n);
 	if (nan_count > 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_DATA_EXCEPTION),
 				 errmsg("%s has %zu NaN or infinite pixels after preprocessing for model \"%s\"",
-						what, nan_count, entry->name),
+						image_label(item), nan_count, entry->name),
 				 errhint("Declare a NaN fill in the model's preprocessing, for example {\"nan_fill\": \"median\"}, or clean the image first.")));
 	return prepared;
 }
@@ -1009,7 +1017,7 @@ WdcModelRun(WdcModelEntry *entry, const float *input, int n, Size *out_per_sampl
 		const void *inputs[1];
 		int			noutputs = wdc_nn_output_count(entry->model);
 		void	  **outputs;
-		float	  **scratch;
+		float	   *scratch;
 
 		/* batches of batch_size rows go through a plan made for that size */
 		if (n - done >= 8)
@@ -1019,7 +1027,7 @@ WdcModelRun(WdcModelEntry *entry, const float *input, int n, Size *out_per_sampl
 				entry->batch_size = 64;
 				if (plan_for(&entry->env, entry->model, entry->input_rank,
 							 entry->input_dims, entry->batch_size,
-							 &entry->batch_plan) != WDC_OK)
+							 entry->output_index, &entry->batch_plan) != WDC_OK)
 					WdcFitsRaise(&entry->error);
 				entry->bytes += wdc_nn_plan_arena_bytes(entry->batch_plan);
 			}
@@ -1027,16 +1035,18 @@ WdcModelRun(WdcModelEntry *entry, const float *input, int n, Size *out_per_sampl
 			chunk = (int) Min(entry->batch_size, n - done);
 		}
 
-		/* outputs other than the chosen one still need buffers */
-		outputs = palloc(sizeof(void *) * noutputs);
-		scratch = palloc0(sizeof(float *) * noutputs);
-		for (int j = 0; j < noutputs; j++)
-		{
-			Size		m = wdc_nn_numel(wdc_nn_plan_output(plan, j));
-
-			scratch[j] = palloc_extended(sizeof(float) * m, MCXT_ALLOC_HUGE);
-			outputs[j] = scratch[j];
-		}
+		/*
+		 * The plans compute the chosen output alone.  A run of the plan's
+		 * full size writes it straight into the result; a partial one
+		 * (padded below) goes through a buffer.
+		 */
+		outputs = palloc0(sizeof(void *) * noutputs);
+		scratch = NULL;
+		if (chunk < (plan == entry->plan ? 1 : entry->batch_size))
+			scratch = palloc_extended(sizeof(float) *
+									  wdc_nn_numel(wdc_nn_plan_output(plan, entry->output_index)),
+									  MCXT_ALLOC_HUGE);
+		outputs[entry->output_index] = scratch ? scratch : output + per_out * done;
 
 		if (chunk < (plan == entry->plan ? 1 : entry->batch_size))
 		{
@@ -1051,11 +1061,11 @@ WdcModelRun(WdcModelEntry *entry, const float *input, int n, Size *out_per_sampl
 
 		if (wdc_nn_run(&entry->env, plan, inputs, outputs) != WDC_OK)
 			WdcFitsRaise(&entry->error);
-		memcpy(output + per_out * done, scratch[entry->output_index],
-			   sizeof(float) * per_out * chunk);
-		for (int j = 0; j < noutputs; j++)
-			pfree(scratch[j]);
-		pfree(scratch);
+		if (scratch)
+		{
+			memcpy(output + per_out * done, scratch, sizeof(float) * per_out * chunk);
+			pfree(scratch);
+		}
 		pfree(outputs);
 		done += chunk;
 	}

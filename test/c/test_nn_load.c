@@ -2,8 +2,8 @@
  * test_nn_load.c
  *	  Loader and planner checks: initializer encodings, metadata, error
  *	  messages for unsupported and malformed models, constant folding of
- *	  shape chains, BatchNormalization folding, arena reuse, and the
- *	  floating-point control state around a run.
+ *	  shape chains, BatchNormalization folding, arena reuse, plans of one
+ *	  output alone, and the floating-point control state around a run.
  */
 #include "nn/nn_int.h"
 #include "nn_build.h"
@@ -594,6 +594,90 @@ test_arena_reuse(void)
 	free(y);
 }
 
+/*
+ * A trunk with two heads, like a VAE encoder's mean and log-variance:
+ * planned for one output alone, the other head's steps are left out, the
+ * chosen output matches the full plan and the other output is not
+ * written.
+ */
+static void
+test_only_output(void)
+{
+	NnBuild		b;
+	WdcNnModel *m;
+	WdcNnPlan  *full = NULL,
+			   *one[2] = {NULL, NULL},
+			   *bad = NULL;
+	WdcNnPlanOptions o;
+	int64_t		d2[2] = {-1, 4};
+	float		x[8] = {1, -2, 3, -4, 0.5f, 2, -1, 7};
+	float		yf[2][8],
+				y1[2][8];
+	int			ok = 1,
+				fewer = 1;
+	char		why[300];
+	WdcStatus	st;
+
+	nnb_init(&b, 17);
+	nnb_input(&b, "x", 2, d2);
+	nnb_node(&b, "Relu", "trunk", "x", "h");
+	nnb_node(&b, "Neg", "head_a", "h", "a");
+	nnb_node(&b, "Exp", "head_b1", "h", "b1");
+	nnb_node(&b, "Neg", "head_b2", "b1", "b");
+	nnb_output(&b, "a");
+	nnb_output(&b, "b");
+	load(&b, &m);
+
+	memset(&o, 0, sizeof(o));
+	o.batch = 2;
+	st = wdc_nn_plan_create_ex(&env, m, &o, &full);
+	if (st == WDC_OK)
+	{
+		const void *in[1] = {x};
+		void	   *out[2] = {yf[0], yf[1]};
+
+		st = wdc_nn_run(&env, full, in, out);
+	}
+	for (int k = 0; k < 2 && st == WDC_OK; k++)
+	{
+		const void *in[1] = {x};
+		void	   *out[2] = {y1[0], y1[1]};
+
+		for (int i = 0; i < 8; i++)
+			y1[0][i] = y1[1][i] = -99.0f;
+		o.only_output = k + 1;
+		st = wdc_nn_plan_create_ex(&env, m, &o, &one[k]);
+		if (st == WDC_OK)
+			st = wdc_nn_run(&env, one[k], in, out);
+		for (int i = 0; i < 8 && st == WDC_OK; i++)
+			ok &= y1[k][i] == yf[k][i] && y1[1 - k][i] == -99.0f;
+	}
+	snprintf(why, sizeof(why), "status %d or values differ", (int) st);
+	wdc_test_case("one output alone matches the full plan, other output untouched",
+				  st == WDC_OK && ok, why);
+	if (st == WDC_OK)
+		fewer = executed_steps(full) == 4 && executed_steps(one[0]) == 2 &&
+			executed_steps(one[1]) == 3;
+	snprintf(why, sizeof(why), "%d, %d and %d steps",
+			 full ? executed_steps(full) : -1,
+			 one[0] ? executed_steps(one[0]) : -1,
+			 one[1] ? executed_steps(one[1]) : -1);
+	wdc_test_case("steps the chosen output does not need are left out",
+				  st == WDC_OK && fewer, why);
+	o.only_output = 3;
+	st = wdc_nn_plan_create_ex(&env, m, &o, &bad);
+	snprintf(why, sizeof(why), "status %d: %s", (int) st, err.message);
+	wdc_test_case("an output number past the graph's outputs is an error",
+				  st == WDC_ERR_INVALID && bad == NULL &&
+				  strstr(err.message, "output 3 is out of range (1 to 2)") != NULL,
+				  why);
+	wdc_nn_plan_free(&env, full);
+	wdc_nn_plan_free(&env, one[0]);
+	wdc_nn_plan_free(&env, one[1]);
+	wdc_nn_free(&env, m);
+	nnb_free(&b);
+}
+
 static int
 always_interrupted(void *state)
 {
@@ -735,6 +819,7 @@ main(void)
 	test_bn_fold();
 	test_gemm_bn_fold();
 	test_arena_reuse();
+	test_only_output();
 	test_run_state();
 	test_gelu_groupnorm();
 	return wdc_test_summary();
