@@ -41,7 +41,7 @@ PG_FUNCTION_INFO_V1(wdc_encode_batch_fits);
 PG_FUNCTION_INFO_V1(wdc_encode_batch_images);
 
 /* Images per call of WdcModelRun: the batch size of its large plan. */
-#define BATCH_GROUP 64
+#define BATCH_GROUP WDC_MODEL_BATCH
 
 /*
  * A call's images in flight: up to BATCH_GROUP preprocessed images waiting

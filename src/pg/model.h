@@ -15,6 +15,9 @@
 
 #define WDC_MODEL_KIND_LEN 16
 
+/* Rows per run of a model's batch plan (WdcModelRun). */
+#define WDC_MODEL_BATCH 64
+
 /*
  * One model version, parsed and planned for batch 1.  Entries live in their
  * own memory context under CacheMemoryContext and stay valid until the next
