@@ -9,6 +9,8 @@
 #                   for B in BATCHES, with JIT on (the default) and off;
 #   - SQL backfill: CALL wdc.backfill over all N rows (batches of 256,
 #                   latents written);
+#   - SQL, STORAGE MAIN: per row and batched (B = 64) on a copy of the
+#                   cutouts kept in the rows instead of TOAST;
 #   - C:            wdc's runtime called directly (bench/encode_bench.c),
 #                   preprocess + batch 1, batch 1, batch 64;
 #   - PyTorch 1.13: the same ONNX graph rebuilt as torch modules
@@ -52,6 +54,9 @@ import json
 p = json.load(open("'"$data"'/preprocessing.json"))["preprocessing"]
 print(" ".join("%s=%s" % kv for kv in p.items()))')
 
+# Every figure line is "label images/s seconds ..."; the ratios at the
+# end are computed from them.
+run_all() {
 echo "# encode_bench: N=$N, best of $REPEAT, $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "# $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
 
@@ -139,22 +144,46 @@ for b in $BATCHES; do
 	done
 done
 
+# The same cutouts with STORAGE MAIN.  A 4 KB cutout then stays in its
+# row, and reading it skips the TOAST lookup (an index scan of the TOAST
+# table per value).  Sorting such wide rows is slow, so the batched
+# statement reads the groups in key order from an index on the group
+# expression, as backfill batches read rows in key order.
+psql_q <<SQL
+DROP TABLE IF EXISTS eb_cutouts_main;
+CREATE TABLE eb_cutouts_main (id int PRIMARY KEY, img real[]);
+ALTER TABLE eb_cutouts_main ALTER COLUMN img SET STORAGE MAIN;
+INSERT INTO eb_cutouts_main SELECT id, img FROM eb_cutouts ORDER BY id;
+CREATE INDEX ON eb_cutouts_main (((id - 1) / 64));
+VACUUM ANALYZE eb_cutouts_main;
+SQL
+time_sql sql_main_per_row \
+	"SELECT count(wdc.encode('eb_vae', $version, img))::text FROM eb_cutouts_main" 2>&1 | sed 's/^NOTICE:  //'
+SQL_SETTINGS="SET jit = off;" time_sql sql_main_batch_64_jit_off \
+	"SELECT sum(cardinality(wdc.encode_batch('eb_vae', $version, imgs)))::text FROM (SELECT array_agg(img ORDER BY id) AS imgs FROM eb_cutouts_main GROUP BY (id - 1) / 64) g" \
+	2>&1 | sed 's/^NOTICE:  //'
+
 # wdc.backfill, the batched path of a catalog (default batch_size 256): it
-# encodes every row into eb_cutouts.z and commits per batch, so its time
+# encodes every row into TABLE.z and commits per batch, so its time
 # includes writing the latents.  Best of REPEAT runs, each on NULL latents.
-psql_q -c "ALTER TABLE eb_cutouts ADD COLUMN z latent"
-best=""
-for k in $(seq "$REPEAT"); do
-	psql_q -c "UPDATE eb_cutouts SET z = NULL" -c "VACUUM eb_cutouts"
-	ms=$(psql -X -q -v ON_ERROR_STOP=1 \
-		-c "SET client_min_messages = warning" -c '\timing on' \
-		-c "CALL wdc.backfill('eb_cutouts', 'img', 'z', 'eb_vae', '{\"version\": $version}')" |
-		sed -n 's/^Time: \([0-9.]*\) ms.*/\1/p' | tail -1)
-	best=$(awk -v a="$ms" -v b="$best" 'BEGIN { print (b == "" || a < b) ? a : b }')
-done
-encoded=$(psql_q -c "SELECT count(z) FROM eb_cutouts")
-awk -v ms="$best" -v n="$N" -v e="$encoded" \
-	'BEGIN { printf "sql_backfill %d %.3f %d\n", n / (ms / 1000), ms / 1000, e }'
+# With STORAGE MAIN each update also writes the row's cutout again.
+time_backfill() {
+	local table=$1 label=$2 best="" ms encoded
+	psql_q -c "ALTER TABLE $table ADD COLUMN z latent"
+	for k in $(seq "$REPEAT"); do
+		psql_q -c "UPDATE $table SET z = NULL" -c "VACUUM $table"
+		ms=$(psql -X -q -v ON_ERROR_STOP=1 \
+			-c "SET client_min_messages = warning" -c '\timing on' \
+			-c "CALL wdc.backfill('$table', 'img', 'z', 'eb_vae', '{\"version\": $version}')" |
+			sed -n 's/^Time: \([0-9.]*\) ms.*/\1/p' | tail -1)
+		best=$(awk -v a="$ms" -v b="$best" 'BEGIN { print (b == "" || a < b) ? a : b }')
+	done
+	encoded=$(psql_q -c "SELECT count(z) FROM $table")
+	awk -v ms="$best" -v n="$N" -v e="$encoded" -v label="$label" \
+		'BEGIN { printf "%s %d %.3f %d\n", label, n / (ms / 1000), ms / 1000, e }'
+}
+time_backfill eb_cutouts sql_backfill
+time_backfill eb_cutouts_main sql_main_backfill
 
 # The per-row and batched latents agree (sum of all elements, and the
 # largest elementwise difference).
@@ -170,3 +199,19 @@ SELECT 'checksum sql_per_row ' || round(sum(a::float8)::numeric, 6) ||
        ' max_abs_diff_batch ' || max(abs(a - c))
 FROM r JOIN b USING (id), unnest(r.z, b.z) u(a, c);
 SQL
+}
+run_all | tee "$work/figures.txt"
+
+# Ratios within this run.  Batched: the best B with JIT off (see above).
+awk '
+	$2 ~ /^[0-9]+$/ { v[$1] = $2 }
+	$1 ~ /^sql_batch_[0-9]+_jit_off$/ && $2 > best { best = $2; bl = $1 }
+	END {
+		printf "ratio sql_per_row / torch_batch1 %.2f (target 1.0)\n", v["sql_per_row"] / v["torch_batch1"]
+		printf "ratio %s / torch_batch64 %.2f (target 0.8)\n", bl, best / v["torch_batch64"]
+		printf "ratio sql_main_batch_64_jit_off / torch_batch64 %.2f\n", v["sql_main_batch_64_jit_off"] / v["torch_batch64"]
+		printf "ratio sql_main_per_row / torch_batch64 %.2f\n", v["sql_main_per_row"] / v["torch_batch64"]
+		printf "ratio sql_per_row / torch_batch64 %.2f\n", v["sql_per_row"] / v["torch_batch64"]
+		printf "ratio c_batch64 / torch_batch64 %.2f\n", v["c_batch64"] / v["torch_batch64"]
+		printf "ratio %s / torch_batch64_numpy_prep %.2f\n", bl, best / v["torch_batch64_numpy_prep"]
+	}' "$work/figures.txt"

@@ -505,7 +505,7 @@ edge_values(const float *data, size_t n, float *low, size_t nlow,
 #include <immintrin.h>
 #endif
 
-/* List length of edge_lanes; longer edges take edge_values. */
+/* Length of the lane lists.  Edges with more values take edge_values. */
 #define EDGE_LANE_K 8
 
 int			wdc_preprocess_simd = -1;
@@ -513,10 +513,11 @@ int			wdc_preprocess_simd = -1;
 #ifdef WDC_EDGE_LANES_X86
 
 /*
- * The EDGE_LANE_K smallest finite values of data[0..n) (of the negated
- * values when negate) in ascending order, +Inf past the finite values.
+ * Find the EDGE_LANE_K smallest finite values of data[0..n) (of the
+ * negated values when negate), in ascending order, +Inf past the finite
+ * values.
  *
- * Each lane keeps a sorted list: list[j] lane l holds the j-th smallest
+ * Each lane keeps a sorted list: list[j] lane l is the j-th smallest
  * value among data[l], data[l + 16], data[l + 32], ...  Each vector of
  * data passes down the lists by compare-exchange.  Then the lanes fold in
  * halves: lists A and B of two lanes give the smallest EDGE_LANE_K of both
@@ -547,7 +548,7 @@ lane_lists_avx512(const float *data, size_t n, bool negate,
 		__mmask16	in = n - i >= 16 ? (__mmask16) 0xffff :
 			(__mmask16) ((1u << (n - i)) - 1);
 		__m512		v = _mm512_mul_ps(_mm512_mask_loadu_ps(inf, in, data + i), sign);
-		/* v - v is 0 for finite v only; the rest become +Inf */
+		/* v - v is 0 for finite v only, so NaN and infinities become +Inf */
 		__mmask16	finite = _mm512_cmp_ps_mask(_mm512_sub_ps(v, v), zero, _CMP_EQ_OQ);
 		__m512		t = _mm512_mask_blend_ps(finite, inf, v);
 
@@ -586,7 +587,7 @@ lane_lists_avx512(const float *data, size_t n, bool negate,
 	do { __m256 lo_ = _mm256_min_ps(a, b); \
 		(b) = _mm256_max_ps(b, a); (a) = lo_; } while (0)
 
-/* Same as lane_lists_avx512 with 8 lanes, for CPUs with AVX2. */
+/* Find the same values as lane_lists_avx512 with 8 lanes, for AVX2. */
 static __attribute__((target("avx2"))) void
 lane_lists_avx2(const float *data, size_t n, bool negate,
 				float out[EDGE_LANE_K])
@@ -646,7 +647,8 @@ lane_lists_avx2(const float *data, size_t n, bool negate,
 }
 
 /*
- * 2: AVX-512F, 1: AVX2, 0: neither (edge_values does the work), or
+ * Return the vector instruction set of the lane lists: 2 for AVX-512F, 1
+ * for AVX2, 0 for neither (edge_values then does the work), or
  * wdc_preprocess_simd when that is lower.
  */
 static int
@@ -665,8 +667,8 @@ edge_lanes_isa(void)
 }
 
 /*
- * The k smallest finite values of data[0..n) (largest when negate), in
- * ascending order, into out[0..k); 1 <= k <= EDGE_LANE_K.
+ * Write the k smallest finite values of data[0..n) (largest when negate)
+ * in ascending order to out[0..k); 1 <= k <= EDGE_LANE_K.
  */
 static void
 lane_edge(const float *data, size_t n, bool negate, int isa, float *out,
@@ -678,15 +680,15 @@ lane_edge(const float *data, size_t n, bool negate, int isa, float *out,
 		lane_lists_avx512(data, n, negate, list);
 	else
 		lane_lists_avx2(data, n, negate, list);
-	/* negated, list holds the largest values in descending order */
+	/* negated, list contains the largest values in descending order */
 	for (size_t i = 0; i < k; i++)
 		out[i] = negate ? -list[k - 1 - i] : list[i];
 }
 #endif							/* WDC_EDGE_LANES_X86 */
 
 /*
- * edge_values by lane-wise lists where the CPU has AVX2 or AVX-512F and
- * both edges have at most EDGE_LANE_K values; the result is the same.
+ * Compute edge_values with lane lists where the CPU has AVX2 or AVX-512F
+ * and both edges have at most EDGE_LANE_K values.  The result is the same.
  */
 static void
 edge_values_fast(const float *data, size_t n, float *low, size_t nlow,
@@ -1023,7 +1025,7 @@ wdc_count_nonfinite(const float *p, size_t n)
 	return count;
 }
 
-/* Clip p[0..n) to [lo, hi]; NaN compares false both ways and stays. */
+/* Clip p[0..n) to [lo, hi].  NaN compares false both ways and stays. */
 static WDC_PIXEL_LOOP void
 clip_pixels(float *p, size_t n, float lo, float hi)
 {
@@ -1035,7 +1037,7 @@ clip_pixels(float *p, size_t n, float lo, float hi)
 	}
 }
 
-/* p = (p - lo) / range in double, rounded to float */
+/* Set p = (p - lo) / range, computed in double and rounded to float. */
 static WDC_PIXEL_LOOP void
 scale_pixels(float *p, size_t n, double lo, double range)
 {

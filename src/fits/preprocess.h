@@ -112,7 +112,7 @@ extern WdcStatus wdc_image_resize(const WdcEnv *env, const WdcImage *in,
 extern WdcStatus wdc_percentile(const WdcEnv *env, const float *data, size_t n,
 								double p, double *result);
 
-/* Number of NaN and infinite values in data[0..n). */
+/* Count the NaN and infinite values in data[0..n). */
 extern size_t wdc_count_nonfinite(const float *data, size_t n);
 
 /*

@@ -918,7 +918,7 @@ WdcModelShapeText(const WdcModelEntry *entry)
 	return buf.data;
 }
 
-/* "image 3" for item 3 of a batch, "image" for a single image (item 0) */
+/* Name an image in messages: "image 3" for item 3 of a batch, "image" for item 0. */
 static char *
 image_label(int item)
 {

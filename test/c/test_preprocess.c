@@ -338,7 +338,7 @@ test_percentile_selection(const char *path)
 
 /*
  * Percentiles near either end come from lane-wise vector lists on CPUs
- * with AVX2 or AVX-512F and from block minima and maxima elsewhere; check
+ * with AVX2 or AVX-512F, and from block minima and maxima elsewhere.  Check
  * every path this CPU can run.
  */
 static void
