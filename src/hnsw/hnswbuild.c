@@ -471,6 +471,14 @@ SearchLevel(HnswBuildState *bs, const float *q, const int32 *seeds, int nseeds,
 	return n;
 }
 
+/* Whether elements a and b hold the same vector */
+static inline bool
+SameVector(const HnswBuildState *bs, int32 a, int32 b)
+{
+	return memcmp(ElementVec(ElementAt(bs, a)), ElementVec(ElementAt(bs, b)),
+				  sizeof(float) * bs->dims) == 0;
+}
+
 /*
  * Add element idx to target's level-lc list, pruning with the heuristic
  * when full.  Holds target's lock throughout in a parallel build.
@@ -493,7 +501,21 @@ ConnectBack(HnswBuildState *bs, int32 target, int32 idx, double distance, int lc
 	len = ListLength(bs, e, lc);
 	if (len < capacity)
 	{
-		list[len] = idx;
+		/*
+		 * A copy of target takes a free slot only below the copy limit.
+		 * Beyond it, the next pruning would drop one of the copies.
+		 */
+		if (SameVector(bs, target, idx))
+		{
+			int			ncopies = 0;
+
+			for (int i = 0; i < len; i++)
+				ncopies += SameVector(bs, list[i], idx) ? 1 : 0;
+			if (ncopies >= HnswMaxCopies(capacity))
+				len = capacity;
+		}
+		if (len < capacity)
+			list[len] = idx;
 		UnlockElement(bs, e);
 		return;
 	}
@@ -512,12 +534,11 @@ ConnectBack(HnswBuildState *bs, int32 target, int32 idx, double distance, int lc
 		int			j = n;
 
 		/*
-		 * The new element goes before existing ones at equal distance, so
-		 * that among exact duplicates the newest gets the incoming edge;
-		 * otherwise later duplicates would never be reachable.
+		 * The new element goes after existing ones at an equal distance.  A
+		 * new copy of a vector then never displaces an older copy, which
+		 * might have no other incoming edge (AttachCopy links new copies).
 		 */
-		while (j > 0 && (pairs[j - 1].distance > d ||
-						 (el == idx && pairs[j - 1].distance == d)))
+		while (j > 0 && pairs[j - 1].distance > d)
 		{
 			pairs[j] = pairs[j - 1];
 			j--;
@@ -536,6 +557,86 @@ ConnectBack(HnswBuildState *bs, int32 target, int32 idx, double distance, int lc
 	for (int i = 0; i < capacity; i++)
 		list[i] = i < nselected ? pairs[selected[i]].element : -1;
 	UnlockElement(bs, e);
+}
+
+/*
+ * Link the new element idx from the level-0 list of target, a copy of it
+ * (see HnswAttachCopy in hnswinsert.c for the on-disk twin).  A list keeps
+ * at most HnswMaxCopies copies of one vector.  When target's list already
+ * holds that many, idx takes the place of the last of them, q, and idx's
+ * own list gets the edge to q, so q stays reachable through idx.  Reverse
+ * edges otherwise never displace an older copy (ConnectBack), so every
+ * copy keeps an incoming edge from its group.
+ */
+static void
+AttachCopy(HnswBuildState *bs, int32 target, int32 idx)
+{
+	BuildElement *e = ElementAt(bs, target);
+	BuildElement *self = ElementAt(bs, idx);
+	int32	   *list = ElementSlots(bs, e);
+	int32	   *own = ElementSlots(bs, self);
+	int			capacity = HnswLevelCapacity(bs->m, 0);
+	int			ncopies = 0;
+	int			slot = -1;
+	int32		displaced = -1;
+	int			len;
+
+	LockElement(bs, e, LW_EXCLUSIVE);
+	len = ListLength(bs, e, 0);
+	for (int i = 0; i < len; i++)
+	{
+		if (list[i] == idx)
+		{
+			UnlockElement(bs, e);
+			return;
+		}
+		if (SameVector(bs, list[i], idx))
+		{
+			ncopies++;
+			slot = i;
+		}
+	}
+	if (ncopies >= HnswMaxCopies(capacity))
+	{
+		displaced = list[slot];
+		list[slot] = idx;
+	}
+	UnlockElement(bs, e);
+
+	if (displaced < 0)
+	{
+		ConnectBack(bs, target, idx, HnswDistance(bs->metric, ElementVec(e), ElementVec(self),
+												  bs->dims), 0);
+		return;
+	}
+
+	/*
+	 * idx adopts the copy it displaced: in a free slot while its list holds
+	 * fewer copies than the limit, else in place of its own last copy.
+	 * Beyond the limit, a later pruning of the list would drop a copy again.
+	 */
+	LockElement(bs, self, LW_EXCLUSIVE);
+	len = ListLength(bs, self, 0);
+	ncopies = 0;
+	slot = -1;
+	for (int i = 0; i < len; i++)
+	{
+		if (own[i] == displaced)
+		{
+			UnlockElement(bs, self);
+			return;
+		}
+		if (SameVector(bs, own[i], idx))
+		{
+			ncopies++;
+			slot = i;
+		}
+	}
+	if (len < capacity && ncopies < HnswMaxCopies(capacity))
+		own[len] = displaced;
+	else if (slot >= 0)
+		own[slot] = displaced;
+	UnlockElement(bs, self);
 }
 
 static int
@@ -613,6 +714,68 @@ ExtendWithExits(HnswBuildState *bs, const float *vec, int lc, int nfound,
 	return n;
 }
 
+/* Add heaptid to element el if it holds vec and has room; returns whether it did */
+static bool
+AddHeapTidTo(HnswBuildState *bs, int32 el, const float *vec, uint32 fingerprint,
+			 ItemPointer heaptid)
+{
+	BuildElement *twin = ElementAt(bs, el);
+	bool		joined = false;
+
+	LockElement(bs, twin, LW_EXCLUSIVE);
+	if (twin->nheaptids < HNSW_HEAPTIDS && twin->fingerprint == fingerprint &&
+		memcmp(ElementVec(twin), vec, sizeof(float) * bs->dims) == 0)
+	{
+		twin->heaptids[twin->nheaptids++] = *heaptid;
+		joined = true;
+	}
+	UnlockElement(bs, twin);
+	return joined;
+}
+
+/*
+ * Add heaptid to a copy of vec with room: one of the nfound results of the
+ * last level-0 search, all at the distance of vec to itself, or one in
+ * their level-0 lists.  The newest copy is linked only from the copy it
+ * was attached to (AttachCopy), and the search rarely returns it, but the
+ * next copy's search usually returns that copy again.  Returns whether it
+ * joined one.
+ */
+static bool
+JoinCopy(HnswBuildState *bs, const float *vec, uint32 fingerprint, ItemPointer heaptid,
+		 int nfound, double selfDistance)
+{
+	int			ncopies = 0;
+
+	for (int i = 0; i < nfound && bs->found[i].distance <= selfDistance; i++)
+	{
+		if (bs->found[i].distance != selfDistance)
+			continue;
+		ncopies++;
+		if (AddHeapTidTo(bs, bs->found[i].element, vec, fingerprint, heaptid))
+			return true;
+	}
+	for (int i = 0; i < nfound && ncopies > 0 && bs->found[i].distance <= selfDistance; i++)
+	{
+		const int32 *list;
+		int			len;
+
+		if (bs->found[i].distance != selfDistance)
+			continue;
+		list = ReadList(bs, ElementAt(bs, bs->found[i].element), 0, &len);
+		for (int k = 0; k < len; k++)
+		{
+			BuildElement *nb = ElementAt(bs, list[k]);
+
+			if (nb->nheaptids < HNSW_HEAPTIDS &&
+				memcmp(ElementVec(nb), vec, sizeof(float) * bs->dims) == 0 &&
+				AddHeapTidTo(bs, list[k], vec, fingerprint, heaptid))
+				return true;
+		}
+	}
+	return false;
+}
+
 /*
  * Insert a prepared vector into the in-memory graph.  Returns false, with
  * the graph unchanged, when it has no room for another element.
@@ -633,6 +796,7 @@ BuildInsert(HnswBuildState *bs, const float *vec, uint32 fingerprint, ItemPointe
 	BuildElement *e;
 	int32	   *slots;
 	int			nslots = HnswSlotCount(bs->m, level);
+	double		selfDistance = HnswDistance(bs->metric, vec, vec, bs->dims);
 
 	GetEntry(bs, &entry, &entryLevel);
 	top = Min(level, entryLevel);
@@ -658,23 +822,9 @@ BuildInsert(HnswBuildState *bs, const float *vec, uint32 fingerprint, ItemPointe
 		int		   *selected = palloc(sizeof(int) * capacity);
 		int			nselected;
 
-		/* An identical vector joins its twin */
-		if (lc == 0 && nfound > 0)
-		{
-			BuildElement *twin = ElementAt(bs, bs->found[0].element);
-			bool		joined = false;
-
-			LockElement(bs, twin, LW_EXCLUSIVE);
-			if (twin->nheaptids < HNSW_HEAPTIDS && twin->fingerprint == fingerprint &&
-				memcmp(ElementVec(twin), vec, sizeof(float) * bs->dims) == 0)
-			{
-				twin->heaptids[twin->nheaptids++] = *heaptid;
-				joined = true;
-			}
-			UnlockElement(bs, twin);
-			if (joined)
-				return true;
-		}
+		/* An identical vector joins a copy with room */
+		if (lc == 0 && JoinCopy(bs, vec, fingerprint, heaptid, nfound, selfDistance))
+			return true;
 
 		for (int i = 0; i < nfound; i++)
 			seeds[i] = bs->found[i].element;
@@ -719,10 +869,29 @@ BuildInsert(HnswBuildState *bs, const float *vec, uint32 fingerprint, ItemPointe
 		for (int i = 0; i < nchosen[lc]; i++)
 			slots[HnswLevelStart(bs->m, lc) + i] = chosen[lc][i];
 
-	/* Edges back */
+	/*
+	 * Edges back.  At level 0 only the nearest copy of vec among the
+	 * neighbours links back (AttachCopy).  One incoming edge keeps the new
+	 * copy reachable, and edges from more copies would only push older
+	 * copies out of full lists.
+	 */
 	for (int lc = 0; lc <= level; lc++)
+	{
+		bool		attached = false;
+
 		for (int i = 0; i < nchosen[lc]; i++)
+		{
+			if (lc == 0 && chosenDistance[lc][i] == selfDistance &&
+				SameVector(bs, chosen[lc][i], idx))
+			{
+				if (!attached)
+					AttachCopy(bs, chosen[lc][i], idx);
+				attached = true;
+				continue;
+			}
 			ConnectBack(bs, chosen[lc][i], idx, chosenDistance[lc][i], lc);
+		}
+	}
 
 	if (bs->shared)
 	{
@@ -800,11 +969,15 @@ RelinkWeakElements(HnswBuildState *bs)
 		}
 		nfound = SearchLevel(bs, ElementVec(e), &entry, 1, bs->efConstruction, 0);
 
-		/* Candidates: what the search found and the current list, by distance */
-		for (int i = 0; i < nfound + len; i++)
+		/*
+		 * Candidates: the current list, then what the search found, by
+		 * distance.  At an equal distance the current neighbours stay
+		 * first, so that a copy keeps its edges to other copies.
+		 */
+		for (int i = 0; i < len + nfound; i++)
 		{
-			int32		el = i < nfound ? bs->found[i].element : list[i - nfound];
-			double		d = i < nfound ? bs->found[i].distance :
+			int32		el = i < len ? list[i] : bs->found[i - len].element;
+			double		d = i >= len ? bs->found[i - len].distance :
 				HnswDistance(bs->metric, ElementVec(e), ElementVec(ElementAt(bs, el)), bs->dims);
 			bool		dup = (el == idx);
 			int			j;

@@ -231,6 +231,7 @@ StartScan(IndexScanDesc scan)
 	if (so->search.codec != NULL)
 		so->search.bounds = bounds;
 	so->search.queryLatent = query;
+	so->search.holdBackTies = true;
 	HnswSearchAddSeed(&so->search, &entry);
 	so->batch = palloc(sizeof(HnswCandidate *) * hnsw_ef_search);
 	so->firstBatch = true;
