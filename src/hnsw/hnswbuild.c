@@ -566,10 +566,13 @@ ConnectBack(HnswBuildState *bs, int32 target, int32 idx, double distance, int lc
  * holds that many, idx takes the place of the last of them, q, and idx's
  * own list gets the edge to q, so q stays reachable through idx.  Reverse
  * edges otherwise never displace an older copy (ConnectBack), so every
- * copy keeps an incoming edge from its group.
+ * copy keeps an incoming edge from its group.  chosen[0 .. nchosen) are
+ * the neighbours idx's search chose, reachable without idx; only an edge
+ * to one of them may make room for q.  In a parallel build, idx's list
+ * may meanwhile hold a newer copy that depends on idx.
  */
 static void
-AttachCopy(HnswBuildState *bs, int32 target, int32 idx)
+AttachCopy(HnswBuildState *bs, int32 target, int32 idx, const int32 *chosen, int nchosen)
 {
 	BuildElement *e = ElementAt(bs, target);
 	BuildElement *self = ElementAt(bs, idx);
@@ -626,11 +629,12 @@ AttachCopy(HnswBuildState *bs, int32 target, int32 idx)
 			UnlockElement(bs, self);
 			return;
 		}
-		if (SameVector(bs, own[i], idx))
-		{
-			ncopies++;
-			slot = i;
-		}
+		if (!SameVector(bs, own[i], idx))
+			continue;
+		ncopies++;
+		for (int k = 0; k < nchosen; k++)
+			if (chosen[k] == own[i])
+				slot = i;
 	}
 	if (len < capacity && ncopies < HnswMaxCopies(capacity))
 		own[len] = displaced;
@@ -885,7 +889,7 @@ BuildInsert(HnswBuildState *bs, const float *vec, uint32 fingerprint, ItemPointe
 				SameVector(bs, chosen[lc][i], idx))
 			{
 				if (!attached)
-					AttachCopy(bs, chosen[lc][i], idx);
+					AttachCopy(bs, chosen[lc][i], idx, chosen[0], nchosen[0]);
 				attached = true;
 				continue;
 			}

@@ -626,8 +626,8 @@ done:
  * Add an edge from the element at newtid to q, a copy of it about to lose
  * an incoming edge.  The edge takes a free slot while the list holds fewer
  * copies than HnswMaxCopies, else the slot of a deleted copy, else that of
- * the last copy that reached contains (any copy when reached is NULL; see
- * HnswAttachCopy).  Returns whether the list now has the edge to q.
+ * the last copy that reached contains (see HnswAttachCopy).  Returns
+ * whether the list now has the edge to q.
  */
 static bool
 AdoptCopy(Relation index, HnswSearch *search, ItemPointer newtid, ItemPointer q,
@@ -663,8 +663,7 @@ AdoptCopy(Relation index, HnswSearch *search, ItemPointer newtid, ItemPointer q,
 	else
 	{
 		for (int i = ncopies - 1; i >= 0 && slot < 0; i--)
-			if (reached == NULL ||
-				hnsw_visited_lookup(reached, self->neighbors[copies[i]]) != NULL)
+			if (hnsw_visited_lookup(reached, self->neighbors[copies[i]]) != NULL)
 				slot = copies[i];
 	}
 	if (slot < 0)
@@ -686,10 +685,11 @@ AdoptCopy(Relation index, HnswSearch *search, ItemPointer newtid, ItemPointer q,
 /*
  * Link the element at newtid, a copy of the element at tid (both hold
  * vec), from tid's level-0 list.  Returns whether the link was made.
- * reached is the visited set of a search that reached tid but not newtid:
- * the elements in it stay reachable if newtid's edges to them go.  It is
- * NULL when newtid was just inserted, since no other element depends on
- * its edges yet.
+ * reached is the visited set of a level-0 search that did not pass
+ * through newtid (the insert's own search, or a search for an element no
+ * list names): the elements in it stay reachable if newtid's edges to
+ * them go.  Other edges of newtid may be the only way to a copy, such as
+ * one a concurrent insert attached to newtid.
  *
  * A list keeps at most HnswMaxCopies copies of one vector.  When tid's list
  * already holds that many, newtid takes the place of one of them, q, and
@@ -863,6 +863,7 @@ HnswInsertVector(Relation index, const float *vec, int dims, uint32 fingerprint,
 	ItemPointer slots;
 	ItemPointerData etid;
 	double		selfDistance = HnswDistance(metric, vec, vec, dims);
+	hnsw_visited_hash *reached = NULL;	/* the level-0 search's visited set */
 
 	/* 1. Metapage, and the first-insert path */
 	HnswReadMeta(index, &meta);
@@ -916,6 +917,8 @@ HnswInsertVector(Relation index, const float *vec, int dims, uint32 fingerprint,
 		for (int i = 0; i < nseeds; i++)
 			HnswSearchAddSeed(&search, &seeds[i]);
 		nfound = HnswSearchBatch(&search, INT_MAX, found);
+		if (lc == 0)
+			reached = search.visited;
 
 		/*
 		 * 3. An identical vector joins a copy with room: any of the copies
@@ -991,7 +994,7 @@ HnswInsertVector(Relation index, const float *vec, int dims, uint32 fingerprint,
 			{
 				if (!attached)
 					attached = HnswAttachCopy(index, metric, dims, m, &meta.codec,
-											  &edges[lc][i].tid, &etid, vec, NULL, tmpcxt);
+											  &edges[lc][i].tid, &etid, vec, reached, tmpcxt);
 				continue;
 			}
 			HnswAddReverseEdge(index, metric, dims, m, &meta.codec, lc, &edges[lc][i].tid,
