@@ -652,29 +652,39 @@ ComparePairs(const void *a, const void *b)
 	return (x > y) - (x < y);
 }
 
+/* Whether the search result r is a copy of vec (at distance selfDistance) */
+static inline bool
+IsCopy(const HnswBuildState *bs, const BuildPair *r, const float *vec, double selfDistance)
+{
+	return r->distance == selfDistance &&
+		memcmp(ElementVec(ElementAt(bs, r->element)), vec, sizeof(float) * bs->dims) == 0;
+}
+
 /*
  * Candidates for the neighbours of vec at level lc: the nfound results of
- * the last SearchLevel in bs->found, and, when copies of vec (distance 0) leave fewer than a
- * quarter of it for other vectors, the other vectors in the copies' lists.
- * In a group of identical vectors larger than ef_construction, the search
- * finds only copies.  A new copy linked to copies alone would close the
- * group (see HnswSelectNeighbors), so it also takes candidates from the
- * copies' lists, which still lead out of it.
+ * the last SearchLevel in bs->found, and, when copies of vec leave fewer
+ * than capacity - HnswMaxCopies slots for other vectors, the other vectors
+ * in the copies' lists.  In a group of identical vectors larger than
+ * ef_construction, the search finds only copies.  A new copy linked to
+ * copies alone would close the group (see HnswSelectNeighbors), so it also
+ * takes candidates from the copies' lists, which still lead out of it.
+ * Copies are at distance selfDistance, the distance of vec to itself: 0
+ * under L2 and L1, not always under cosine or inner product.
  * Returns the candidates in *out, sorted by distance, and their number.
  */
 static int
 ExtendWithExits(HnswBuildState *bs, const float *vec, int lc, int nfound,
-				BuildPair **out)
+				double selfDistance, BuildPair **out)
 {
 	int			capacity = HnswLevelCapacity(bs->m, lc);
-	int			reserve = Max(capacity / 4, 1);
+	int			reserve = capacity - HnswMaxCopies(capacity);
 	int			copies = 0;
 	int			maxExtra = 2 * capacity;
 	int			n;
 	BuildPair  *cand;
 
 	for (int i = 0; i < nfound; i++)
-		copies += bs->found[i].distance == 0.0 ? 1 : 0;
+		copies += IsCopy(bs, &bs->found[i], vec, selfDistance) ? 1 : 0;
 	cand = palloc(sizeof(BuildPair) * (nfound + maxExtra));
 	memcpy(cand, bs->found, sizeof(BuildPair) * nfound);
 	n = nfound;
@@ -692,24 +702,22 @@ ExtendWithExits(HnswBuildState *bs, const float *vec, int lc, int nfound,
 			const int32 *list;
 			int			len;
 
-			if (cand[i].distance != 0.0 || ElementAt(bs, cand[i].element)->level < lc)
+			if (!IsCopy(bs, &cand[i], vec, selfDistance) ||
+				ElementAt(bs, cand[i].element)->level < lc)
 				continue;
 			list = ReadList(bs, ElementAt(bs, cand[i].element), lc, &len);
 			for (int k = 0; k < len && n < nfound + maxExtra; k++)
 			{
-				int32		nb = list[k];
-				double		d;
+				BuildPair	exit;
 
-				if (bs->visited[nb] == bs->stamp)
+				if (bs->visited[list[k]] == bs->stamp)
 					continue;
-				bs->visited[nb] = bs->stamp;
-				d = HnswDistance(bs->metric, vec, ElementVec(ElementAt(bs, nb)), bs->dims);
-				if (d > 0.0)
-				{
-					cand[n].element = nb;
-					cand[n].distance = d;
-					n++;
-				}
+				bs->visited[list[k]] = bs->stamp;
+				exit.element = list[k];
+				exit.distance = HnswDistance(bs->metric, vec, ElementVec(ElementAt(bs, list[k])),
+											 bs->dims);
+				if (!IsCopy(bs, &exit, vec, selfDistance))
+					cand[n++] = exit;
 			}
 		}
 		qsort(cand, n, sizeof(BuildPair), ComparePairs);
@@ -833,7 +841,7 @@ BuildInsert(HnswBuildState *bs, const float *vec, uint32 fingerprint, ItemPointe
 		for (int i = 0; i < nfound; i++)
 			seeds[i] = bs->found[i].element;
 		nseeds = nfound;
-		ncand = ExtendWithExits(bs, vec, lc, nfound, &cand);
+		ncand = ExtendWithExits(bs, vec, lc, nfound, selfDistance, &cand);
 		vectors = palloc(sizeof(float *) * ncand);
 		distances = palloc(sizeof(double) * ncand);
 		for (int i = 0; i < ncand; i++)

@@ -462,7 +462,9 @@ HnswSelectNeighbors(HnswMetric metric, int dims, const float *const *vectors,
 				keep = false;
 				break;
 			}
-			if (d == 0.0)
+			/* Same vector as a kept one; the distance test is a cheap filter */
+			if (d == distances[i] &&
+				memcmp(vectors[i], vectors[selected[j]], sizeof(float) * dims) == 0)
 				duplicate = true;
 		}
 		if (keep && duplicate)

@@ -82,15 +82,18 @@ FROM generate_series(1, 5000) i;
 SET max_parallel_maintenance_workers = 0;
 CREATE INDEX dup_g_z ON dup_g USING wdc_hnsw (z latent_l2_ops);
 CREATE TABLE dup_q AS SELECT i, dup_rvec(i) AS q FROM generate_series(1, 300) i;
--- the ten smallest distances from q in table tbl, by index or by sequential scan
-CREATE FUNCTION dup_top(tbl regclass, q latent, use_index bool) RETURNS float8[] LANGUAGE plpgsql AS $$
+-- the ten smallest distances (operator op) from q in table tbl, by index
+-- or by sequential scan
+CREATE FUNCTION dup_top(tbl regclass, q latent, use_index bool, op text DEFAULT '<->')
+RETURNS float8[] LANGUAGE plpgsql AS $$
 DECLARE
 	r float8[];
 BEGIN
 	PERFORM set_config('enable_seqscan', CASE WHEN use_index THEN 'off' ELSE 'on' END, true);
 	PERFORM set_config('enable_indexscan', CASE WHEN use_index THEN 'on' ELSE 'off' END, true);
 	PERFORM set_config('enable_bitmapscan', 'off', true);
-	EXECUTE format('SELECT array_agg(d ORDER BY d) FROM (SELECT z <-> $1 AS d FROM %s ORDER BY z <-> $1 LIMIT 10) s', tbl)
+	EXECUTE format('SELECT array_agg(d ORDER BY d) FROM (SELECT z %2$s $1 AS d FROM %1$s ORDER BY z %2$s $1 LIMIT 10) s',
+				   tbl, op)
 		INTO r USING q;
 	RETURN r;
 END
@@ -98,10 +101,10 @@ $$;
 -- For the 300 queries: "recall@10 queries-without-any-true-top-10-row".
 -- A returned distance counts when it is at most the true tenth distance,
 -- so any of the copies at a tied distance counts.
-CREATE FUNCTION dup_quality(tbl regclass) RETURNS text LANGUAGE sql AS $$
+CREATE FUNCTION dup_quality(tbl regclass, op text DEFAULT '<->') RETURNS text LANGUAGE sql AS $$
 	SELECT round(avg(hits) / 10, 4) || ' ' || count(*) FILTER (WHERE hits = 0)
-	FROM (SELECT (SELECT count(*) FROM unnest(dup_top(tbl, q, true)) d WHERE d <= t.truth[10]) AS hits
-	      FROM (SELECT q, dup_top(tbl, q, false) AS truth FROM dup_q) t) s $$;
+	FROM (SELECT (SELECT count(*) FROM unnest(dup_top(tbl, q, true, op)) d WHERE d <= t.truth[10]) AS hits
+	      FROM (SELECT q, dup_top(tbl, q, false, op) AS truth FROM dup_q) t) s $$;
 -- Rows at distance 0 among the first k rows of an index scan from vector v
 CREATE FUNCTION dup_ties(tbl regclass, v latent, k int) RETURNS bigint LANGUAGE plpgsql AS $$
 DECLARE
@@ -115,12 +118,13 @@ END
 $$;
 SQL
 
-# $1 label, $2 table, $3 minimum recall@10 at ef_search 40; the index must
-# also pass wdc.hnsw_verify, and every query must get a true top-10 row
+# $1 label, $2 table, $3 minimum recall@10 at ef_search 40, $4 distance
+# operator (default <->); the index must also pass wdc.hnsw_verify, and
+# every query must get a true top-10 row
 check_quality() {
 	local problems quality recall lost
 	problems=$(psql_q -c "SELECT count(*) FROM wdc.hnsw_verify('${2}_z')")
-	quality=$(psql_q -c "SET wdc.hnsw_ef_search = 40" -c "SELECT dup_quality('$2')")
+	quality=$(psql_q -c "SET wdc.hnsw_ef_search = 40" -c "SELECT dup_quality('$2', '${4:-<->}')")
 	recall=${quality% *}
 	lost=${quality#* }
 	echo "$1: hnsw_verify problems $problems, recall@10 $recall at ef_search 40, $lost of 300 queries without a true top-10 row"
@@ -155,6 +159,18 @@ fi
 # their true top 10.
 check_quality "build" dup_g 0.99
 check_ties "build, copies of g" dup_g "$g" 2000
+
+# Under cosine the distance of a vector to its copy is not always exactly
+# 0.  Neighbour selection did not recognise copies then, and 471 of 502
+# copy elements had no edge to another vector.  With searches that stopped
+# among copies, recall@10 was 0.886, and 30 queries got no true top-10
+# row.  (Cosine leaves out the zero vectors.)
+psql_q <<'SQL'
+SET max_parallel_maintenance_workers = 0;
+CREATE TABLE dup_c AS SELECT * FROM dup_g;
+CREATE INDEX dup_c_z ON dup_c USING wdc_hnsw (z latent_cosine_ops);
+SQL
+check_quality "cosine" dup_c 0.99 '<=>'
 
 # Row by row into an index created on the empty table.  Inserts found only
 # copies and linked new copies to copies alone: recall@10 0.974, 2 queries
