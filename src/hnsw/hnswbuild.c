@@ -471,7 +471,7 @@ SearchLevel(HnswBuildState *bs, const float *q, const int32 *seeds, int nseeds,
 	return n;
 }
 
-/* Whether elements a and b hold the same vector */
+/* Whether elements a and b contain the same vector */
 static inline bool
 SameVector(const HnswBuildState *bs, int32 a, int32 b)
 {
@@ -563,7 +563,7 @@ ConnectBack(HnswBuildState *bs, int32 target, int32 idx, double distance, int lc
  * Link the new element idx from the level-0 list of target, a copy of it
  * (see HnswAttachCopy in hnswinsert.c for the on-disk twin).  A list keeps
  * at most HnswMaxCopies copies of one vector.  When target's list already
- * holds that many, idx takes the place of the last of them, q, and idx's
+ * contains that many, idx takes the place of the last of them, q, and idx's
  * own list gets the edge to q, so q stays reachable through idx.  Reverse
  * edges otherwise never displace an older copy (ConnectBack), so every
  * copy keeps an incoming edge from its group.  chosen[0 .. nchosen) are
@@ -614,9 +614,10 @@ AttachCopy(HnswBuildState *bs, int32 target, int32 idx, const int32 *chosen, int
 	}
 
 	/*
-	 * idx adopts the copy it displaced: in a free slot while its list holds
-	 * fewer copies than the limit, else in place of its own last copy.
-	 * Beyond the limit, a later pruning of the list would drop a copy again.
+	 * idx adopts the copy it displaced: in a free slot while its list
+	 * contains fewer copies than the limit, else in place of the last copy
+	 * that its search chose.  Beyond the limit, a later pruning of the list
+	 * would drop a copy again.
 	 */
 	LockElement(bs, self, LW_EXCLUSIVE);
 	len = ListLength(bs, self, 0);
@@ -726,7 +727,7 @@ ExtendWithExits(HnswBuildState *bs, const float *vec, int lc, int nfound,
 	return n;
 }
 
-/* Add heaptid to element el if it holds vec and has room; returns whether it did */
+/* Add heaptid to element el if it contains vec and has room; returns whether it did */
 static bool
 AddHeapTidTo(HnswBuildState *bs, int32 el, const float *vec, uint32 fingerprint,
 			 ItemPointer heaptid)

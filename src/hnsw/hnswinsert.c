@@ -8,10 +8,11 @@
  *		serialised by a heavyweight lock on the metapage.
  *	 2. Descend greedily to the new element's level, then search each level
  *		below with ef_construction and choose neighbours (algorithm 4).
- *	 3. A vector identical to its nearest element joins that element as
- *		another heap TID when there is room.
+ *	 3. A vector identical to an element the search met joins that element
+ *		as another heap TID when there is room.
  *	 4. Write the element tuple, lists filled, on a page with room.
- *	 5. Add the reverse edges one neighbour at a time.
+ *	 5. Add the reverse edges one neighbour at a time; of the neighbours
+ *		holding the same vector, only one links back (HnswAttachCopy).
  *	 6. Raise the entry point if the new element is the highest.
  *
  * Locking: page changes take one exclusive buffer lock at a time and never
@@ -282,7 +283,7 @@ AddHeapTid(Relation index, ItemPointer tid, const float *vec, int dims,
 	return added;
 }
 
-/* Whether c holds vec (of the given fingerprint) and has room for a heap TID */
+/* Whether c contains vec (of the given fingerprint) and has room for a heap TID */
 static inline bool
 CopyWithRoom(const HnswCandidate *c, const float *vec, int dims, uint32 fingerprint,
 			 double selfDistance)
@@ -440,9 +441,10 @@ HnswWriteNeighborList(Relation index, ItemPointer etid, ItemPointer neighbortid,
 }
 
 /*
- * Slot numbers of the copies of vec in c's list at the search's level (c
- * loaded by search with keepVectors), in list order; returns how many.
- * *deletedSlot receives the first slot of a deleted copy, or -1.
+ * Write to slots[] the slot numbers of the copies of vec in c's list at the
+ * search's level, in list order, and return how many there are.  c must
+ * have been loaded by search with keepVectors.  *deletedSlot receives the
+ * first slot of a deleted copy, or -1.
  */
 static int
 FindCopySlots(HnswSearch *search, HnswCandidate *c, const float *vec, int *slots,
@@ -624,8 +626,8 @@ done:
 
 /*
  * Add an edge from the element at newtid to q, a copy of it about to lose
- * an incoming edge.  The edge takes a free slot while the list holds fewer
- * copies than HnswMaxCopies, else the slot of a deleted copy, else that of
+ * an incoming edge.  The edge takes a free slot while the list contains
+ * fewer copies than HnswMaxCopies, else the slot of a deleted copy, else that of
  * the last copy that reached contains (see HnswAttachCopy).  Returns
  * whether the list now has the edge to q.
  */
@@ -692,7 +694,7 @@ AdoptCopy(Relation index, HnswSearch *search, ItemPointer newtid, ItemPointer q,
  * one a concurrent insert attached to newtid.
  *
  * A list keeps at most HnswMaxCopies copies of one vector.  When tid's list
- * already holds that many, newtid takes the place of one of them, q, and
+ * already contains that many, newtid takes the place of one of them, q, and
  * its own list gets the edge to q first (AdoptCopy), so q stays reachable
  * through newtid (and a crash between the two writes leaves an extra edge,
  * never a lost one).  Reverse edges otherwise never displace an older

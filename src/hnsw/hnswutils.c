@@ -462,7 +462,7 @@ HnswSelectNeighbors(HnswMetric metric, int dims, const float *const *vectors,
 				keep = false;
 				break;
 			}
-			/* Same vector as a kept one; the distance test is a cheap filter */
+			/* The same vector as a kept one (the distance test only filters) */
 			if (d == distances[i] &&
 				memcmp(vectors[i], vectors[selected[j]], sizeof(float) * dims) == 0)
 				duplicate = true;
@@ -941,7 +941,7 @@ EnterResult(HnswSearch *search, HnswCandidate *c, HnswTieClass *tie)
 /*
  * Put a newly met element into the candidate heap and the result or pending
  * heap.  An element goes to pending, marked capped, when the result already
- * holds tieCap elements at exactly its distance.  Among many copies of one
+ * contains tieCap elements at exactly its distance.  Among many copies of one
  * vector, the copies otherwise filled the result.  The furthest result was
  * then a copy, every other vector in their lists was further, and so the
  * search stopped among the copies (with ef_search 40, 3 of 300 queries in
@@ -1289,9 +1289,9 @@ HnswSearchBatch(HnswSearch *search, int maxVisited, HnswCandidate **out)
 
 /*
  * Remove the nearest pending element and return it if it is at most
- * maxDistance away, else return NULL.  For a caller done with the search:
- * the pending heap holds what a batch met but had no room for, such as the
- * ties beyond tieCap.
+ * maxDistance away, else return NULL.  For a caller done with the search,
+ * because the pending heap contains what a batch met but had no room for,
+ * such as the ties beyond tieCap.
  */
 HnswCandidate *
 HnswSearchPopPending(HnswSearch *search, double maxDistance)

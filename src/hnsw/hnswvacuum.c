@@ -9,7 +9,9 @@
  *		return it, and inserts no longer choose it as a neighbour.
  *	 2. Move the entry point off a deleted element, then rebuild every
  *		list that names a deleted element (RepairElement).  A list changed
- *		concurrently since it was read is left alone.
+ *		concurrently since it was read is left alone.  Then link again the
+ *		live elements that no live level-0 list names any more
+ *		(ReattachOrphans).
  *	 3. Remove the deleted tuples.  Their line pointers become unused, so
  *		no other tuple moves, and the space goes to the free space map for
  *		later inserts.  A link that a concurrent insert made to a removed
@@ -19,7 +21,8 @@
  * NOTE: such a link stays until its list is next rewritten, and
  * wdc.hnsw_verify reports it.  Repairing by search costs about one insert
  * per element that lost a neighbour, so VACUUM after deleting a large share
- * of a big index takes a while.
+ * of a big index takes a while.  Pass 2 reads the index once more to count
+ * incoming edges when an element may have lost its last one.
  */
 #include "postgres.h"
 
@@ -198,7 +201,7 @@ RepairEntryPoint(VacuumState *vs)
 	UnlockReleaseBuffer(buf);
 }
 
-/* Note that live element tid lost an incoming level-0 edge */
+/* Record live element tid as one that lost an incoming level-0 edge */
 static void
 AddOrphanCandidate(VacuumState *vs, ItemPointerData tid)
 {
@@ -596,10 +599,10 @@ CountIncomingEdges(VacuumState *vs)
 
 /*
  * Link the live element at tid, which no live level-0 list names, from the
- * elements a search for its vector finds: from the first copy of it that
- * takes the edge (HnswAttachCopy), else by reverse edges from the other
- * neighbours the heuristic picks.  The search cannot pass through tid, so
- * every element it visits is reachable without tid's edges.
+ * elements a search for its vector finds.  The first copy of it that takes
+ * the edge links it (HnswAttachCopy).  Without one, the neighbours the
+ * heuristic picks add reverse edges.  The search cannot pass through tid,
+ * so every element it visits is reachable without tid's edges.
  */
 static void
 ReattachElement(VacuumState *vs, ItemPointerData tid)

@@ -67,8 +67,8 @@ fi
 
 # Groups larger than ef_construction: 2,000 copies of one vector and 1,000
 # zero vectors among 2,000 random ones.  Searches meet only copies there.
-# At ef_search 1000 every query must get its true top-10 distances;
-# before the build took the other vectors from the copies' lists, 7 of
+# At ef_search 1000 every query must get its true top-10 distances.
+# Before the build took the other vectors from the copies' lists, 7 of
 # these 300 queries did not.
 psql_q <<'SQL'
 CREATE FUNCTION dup_rvec(seed int) RETURNS latent LANGUAGE sql VOLATILE AS $$
@@ -226,9 +226,9 @@ check_quality "parallel build" dup_p 0.99
 check_ties "parallel build, copies of g" dup_p "$g" 2000
 
 # On a table of 20,000 identical vectors a scan must not walk the whole
-# graph (342 pages) for a small LIMIT: it reads 92 buffers for LIMIT 10
-# (130 of an index of 1,373 pages when copies did not fill their
-# elements).  A LIMIT of the table's size returns every row.
+# graph (342 pages) for a small LIMIT.  It reads 92 buffers for LIMIT 10.
+# Before copies filled their elements, the index had 1,373 pages and the
+# scan read 130.  A LIMIT of the table's size returns every row.
 read -r rows buffers <<<"$(psql_q <<'SQL'
 CREATE TABLE dup_e AS SELECT i AS id, '[0.25,0.25,0.25,0.25,0.25,0.25,0.25,0.25]'::latent(8) AS z
 FROM generate_series(1, 20000) i;
