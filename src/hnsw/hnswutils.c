@@ -1229,7 +1229,9 @@ HnswSearchBatch(HnswSearch *search, int maxVisited, HnswCandidate **out)
 		/*
 		 * A candidate outside the result at the furthest result's distance
 		 * stops the walk too: among many exact duplicates it would otherwise
-		 * run through the whole graph.
+		 * run through the whole graph.  A tie beyond tieCap is skipped
+		 * instead (SkipTie), because other candidates at its distance may
+		 * still be in the result.
 		 */
 		if (search->nresult >= search->ef)
 		{

@@ -21,8 +21,9 @@
  * NOTE: such a link stays until its list is next rewritten, and
  * wdc.hnsw_verify reports it.  Repairing by search costs about one insert
  * per element that lost a neighbour, so VACUUM after deleting a large share
- * of a big index takes a while.  Pass 2 reads the index once more to count
- * incoming edges when an element may have lost its last one.
+ * of a big index takes a while.  When an element may have lost its last
+ * incoming edge, pass 2 also keeps a hash entry per such element and reads
+ * the index once more to count their incoming edges.
  */
 #include "postgres.h"
 
