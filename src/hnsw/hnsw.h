@@ -41,6 +41,7 @@
 #include "access/amapi.h"
 #include "access/generic_xlog.h"
 #include "access/reloptions.h"
+#include "common/hashfn.h"
 #include "lib/pairingheap.h"
 #include "nodes/execnodes.h"
 #include "storage/bufmgr.h"
@@ -237,6 +238,16 @@ typedef struct HnswCandidate
 	pairingheap_node cnode;		/* in the candidate heap */
 	pairingheap_node rnode;		/* in the result or the pending heap */
 } HnswCandidate;
+
+/* Hash of an element TID, for the hash tables keyed by TID */
+static inline uint32
+HnswHashTid(ItemPointerData tid)
+{
+	uint64		key = ((uint64) ItemPointerGetBlockNumberNoCheck(&tid) << 16) |
+		ItemPointerGetOffsetNumberNoCheck(&tid);
+
+	return murmurhash32((uint32) (key ^ (key >> 32)));
+}
 
 /* Visited set: element TID -> candidate (simplehash instance in hnswutils.c) */
 typedef struct HnswVisitedEntry

@@ -25,20 +25,11 @@
 #include "latent/distance.h"
 
 /* Visited set keyed by element TID */
-static inline uint32
-HashTid(ItemPointerData tid)
-{
-	uint64		key = ((uint64) ItemPointerGetBlockNumberNoCheck(&tid) << 16) |
-		ItemPointerGetOffsetNumberNoCheck(&tid);
-
-	return murmurhash32((uint32) (key ^ (key >> 32)));
-}
-
 #define SH_PREFIX hnsw_visited
 #define SH_ELEMENT_TYPE HnswVisitedEntry
 #define SH_KEY_TYPE ItemPointerData
 #define SH_KEY tid
-#define SH_HASH_KEY(tb, key) HashTid(key)
+#define SH_HASH_KEY(tb, key) HnswHashTid(key)
 #define SH_EQUAL(tb, a, b) ItemPointerEquals(&(a), &(b))
 #define SH_SCOPE extern
 #define SH_DEFINE

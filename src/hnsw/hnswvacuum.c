@@ -29,7 +29,6 @@
 
 #include "access/generic_xlog.h"
 #include "commands/vacuum.h"
-#include "common/hashfn.h"
 #include "storage/freespace.h"
 #include "storage/indexfsm.h"
 #include "utils/memutils.h"
@@ -45,20 +44,11 @@ typedef struct HnswInDegree
 	int			count;
 } HnswInDegree;
 
-static inline uint32
-HashTid(ItemPointerData tid)
-{
-	uint64		key = ((uint64) ItemPointerGetBlockNumberNoCheck(&tid) << 16) |
-		ItemPointerGetOffsetNumberNoCheck(&tid);
-
-	return murmurhash32((uint32) (key ^ (key >> 32)));
-}
-
 #define SH_PREFIX hnsw_indegree
 #define SH_ELEMENT_TYPE HnswInDegree
 #define SH_KEY_TYPE ItemPointerData
 #define SH_KEY tid
-#define SH_HASH_KEY(tb, key) HashTid(key)
+#define SH_HASH_KEY(tb, key) HnswHashTid(key)
 #define SH_EQUAL(tb, a, b) ItemPointerEquals(&(a), &(b))
 #define SH_SCOPE static inline
 #define SH_DECLARE
@@ -88,6 +78,18 @@ typedef struct VacuumState
 	int			ndeletedLists;
 	int			maxdeletedLists;
 } VacuumState;
+
+/* Read block blkno of the index for a pass over every page, locked in mode */
+static Buffer
+ReadPassPage(VacuumState *vs, BlockNumber blkno, int mode)
+{
+	Buffer		buf;
+
+	vacuum_delay_point();
+	buf = ReadBufferExtended(vs->index, MAIN_FORKNUM, blkno, RBM_NORMAL, vs->strategy);
+	LockBuffer(buf, mode);
+	return buf;
+}
 
 static bool
 IsDeleted(VacuumState *vs, ItemPointerData tid)
@@ -120,9 +122,7 @@ RemoveHeapTids(VacuumState *vs, IndexBulkDeleteResult *stats,
 		Page		page;
 		bool		changed = false;
 
-		vacuum_delay_point();
-		buf = ReadBufferExtended(vs->index, MAIN_FORKNUM, blkno, RBM_NORMAL, vs->strategy);
-		LockBuffer(buf, BUFFER_LOCK_EXCLUSIVE);
+		buf = ReadPassPage(vs, blkno, BUFFER_LOCK_EXCLUSIVE);
 		state = GenericXLogStart(vs->index);
 		page = GenericXLogRegisterBuffer(state, buf, 0);
 
@@ -238,9 +238,7 @@ FindListsToRepair(VacuumState *vs)
 		Buffer		buf;
 		Page		page;
 
-		vacuum_delay_point();
-		buf = ReadBufferExtended(vs->index, MAIN_FORKNUM, blkno, RBM_NORMAL, vs->strategy);
-		LockBuffer(buf, BUFFER_LOCK_SHARE);
+		buf = ReadPassPage(vs, blkno, BUFFER_LOCK_SHARE);
 		page = BufferGetPage(buf);
 		for (OffsetNumber off = FirstOffsetNumber; off <= PageGetMaxOffsetNumber(page); off++)
 		{
@@ -571,9 +569,7 @@ CountIncomingEdges(VacuumState *vs)
 		Buffer		buf;
 		Page		page;
 
-		vacuum_delay_point();
-		buf = ReadBufferExtended(vs->index, MAIN_FORKNUM, blkno, RBM_NORMAL, vs->strategy);
-		LockBuffer(buf, BUFFER_LOCK_SHARE);
+		buf = ReadPassPage(vs, blkno, BUFFER_LOCK_SHARE);
 		page = BufferGetPage(buf);
 		for (OffsetNumber off = FirstOffsetNumber; off <= PageGetMaxOffsetNumber(page); off++)
 		{
@@ -738,9 +734,7 @@ RemoveDeleted(VacuumState *vs)
 		Page		page;
 		bool		changed = false;
 
-		vacuum_delay_point();
-		buf = ReadBufferExtended(vs->index, MAIN_FORKNUM, blkno, RBM_NORMAL, vs->strategy);
-		LockBuffer(buf, BUFFER_LOCK_EXCLUSIVE);
+		buf = ReadPassPage(vs, blkno, BUFFER_LOCK_EXCLUSIVE);
 		state = GenericXLogStart(vs->index);
 		page = GenericXLogRegisterBuffer(state, buf, 0);
 
