@@ -307,7 +307,8 @@ typedef struct HnswSearch
 	int			tieCap;			/* max result elements at one distance */
 	int			tieExpansions;	/* max of them expanded per batch */
 	HnswTieClass *ties;			/* result elements per distance: open
-								 * addressing, tieMask + 1 slots */
+								 * addressing, tieMask + 1 slots, NULL
+								 * until first used */
 	uint32		tieMask;
 	bool		holdBackTies;	/* scans: a batch ends before any element
 								 * farther than a pending tie */

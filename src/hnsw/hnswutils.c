@@ -547,7 +547,6 @@ HnswSearchInit(HnswSearch *search, Relation index, HnswMetric metric,
 	search->tieMask = 15;
 	while (search->tieMask + 1 < (uint32) ef * 2)
 		search->tieMask = search->tieMask * 2 + 1;
-	search->ties = palloc0(sizeof(HnswTieClass) * (search->tieMask + 1));
 	/* A level-0 search reads roughly ef * m elements; avoid regrowing */
 	search->visited = hnsw_visited_create(cxt, Max(256, Min(ef * m * 2, 1 << 16)), NULL);
 	search->candidates = pairingheap_allocate(CompareCandidateNearest, NULL);
@@ -864,6 +863,18 @@ FindTieClass(HnswSearch *search, double distance, bool create)
 
 	if (isnan(distance))
 		return NULL;
+
+	/*
+	 * Allocated on first use: many searches only load elements for their
+	 * callers (HnswLoadCandidates) and never need it.
+	 */
+	if (search->ties == NULL)
+	{
+		if (!create)
+			return NULL;
+		search->ties = MemoryContextAllocZero(search->cxt,
+											  sizeof(HnswTieClass) * (search->tieMask + 1));
+	}
 	for (i = TieSlot(search, distance); search->ties[i].used; i = (i + 1) & search->tieMask)
 	{
 		if (search->ties[i].distance == distance)
@@ -1252,7 +1263,8 @@ HnswSearchBatch(HnswSearch *search, int maxVisited, HnswCandidate **out)
 		out[i] = c;
 	}
 	search->nresult = 0;
-	memset(search->ties, 0, sizeof(HnswTieClass) * (search->tieMask + 1));
+	if (search->ties != NULL)
+		memset(search->ties, 0, sizeof(HnswTieClass) * (search->tieMask + 1));
 
 	/*
 	 * A scan returns rows in distance order, but ties beyond tieCap wait in
