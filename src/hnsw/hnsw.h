@@ -41,6 +41,7 @@
 #include "access/amapi.h"
 #include "access/generic_xlog.h"
 #include "access/reloptions.h"
+#include "common/hashfn.h"
 #include "lib/pairingheap.h"
 #include "nodes/execnodes.h"
 #include "storage/bufmgr.h"
@@ -220,6 +221,9 @@ typedef struct HnswCandidate
 	bool		deleted;
 	bool		expanded;		/* neighbours already visited */
 	bool		inResult;		/* in the result heap rather than pending */
+	bool		queued;			/* in the candidate heap */
+	bool		capped;			/* met when the result already held tieCap
+								 * elements at its distance */
 	uint32		fingerprint;
 	double		distance;		/* to the search's query */
 	ItemPointerData heaptids[HNSW_HEAPTIDS];
@@ -234,6 +238,16 @@ typedef struct HnswCandidate
 	pairingheap_node cnode;		/* in the candidate heap */
 	pairingheap_node rnode;		/* in the result or the pending heap */
 } HnswCandidate;
+
+/* Hash of an element TID, for the hash tables keyed by TID */
+static inline uint32
+HnswHashTid(ItemPointerData tid)
+{
+	uint64		key = ((uint64) ItemPointerGetBlockNumberNoCheck(&tid) << 16) |
+		ItemPointerGetOffsetNumberNoCheck(&tid);
+
+	return murmurhash32((uint32) (key ^ (key >> 32)));
+}
 
 /* Visited set: element TID -> candidate (simplehash instance in hnswutils.c) */
 typedef struct HnswVisitedEntry
@@ -251,10 +265,27 @@ typedef struct HnswVisitedEntry
 #include "lib/simplehash.h"
 
 /*
+ * Elements of a search's result heap at one distance (HnswSearch.ties).
+ * Copies of one vector are at exactly the same distance from any query.
+ */
+typedef struct HnswTieClass
+{
+	double		distance;
+	int32		inResult;		/* elements at this distance in the result */
+	int32		expanded;		/* of them expanded in the current batch */
+	bool		used;			/* slot taken */
+} HnswTieClass;
+
+/*
  * State of a best-first search on one level of the on-disk graph (HNSW
  * paper, algorithm 2, SEARCH-LAYER), extended so that it can be resumed:
  * elements that fall out of the ef best go to a pending heap instead of
  * being forgotten, and the next batch starts from them.
+ *
+ * Ties: at most tieCap elements at one distance enter the result, and at
+ * most tieExpansions of them are expanded per batch (see AddCandidate in
+ * hnswutils.c).  A large group of identical vectors otherwise filled the
+ * whole result, and the search could not leave it.
  */
 typedef struct HnswSearch
 {
@@ -273,6 +304,18 @@ typedef struct HnswSearch
 	int			ndeferred;
 	int			maxdeferred;
 	int			nbatches;		/* batches handed out so far */
+	int			tieCap;			/* max result elements at one distance */
+	int			tieExpansions;	/* max of them expanded per batch */
+	HnswTieClass *ties;			/* result elements per distance: open
+								 * addressing, tieMask + 1 slots, NULL
+								 * until first used */
+	uint32		tieMask;
+	bool		holdBackTies;	/* scans: a batch ends before any element
+								 * farther than a pending tie */
+	int			npendingCapped; /* capped elements in the pending heap */
+	HnswCandidate **skippedTies;	/* ties left unexpanded by this batch */
+	int			nskippedTies;
+	int			maxskippedTies;
 	uint64		skipped;		/* neighbours skipped by their bound, for
 								 * benchmarks */
 	MemoryContext cxt;			/* holds everything the search allocates */
@@ -306,15 +349,18 @@ extern bool hnswinsert(Relation index, Datum *values, bool *isnull,
 					   IndexInfo *indexInfo);
 extern bool HnswPrepareValue(Relation index, HnswMetric metric, Datum value,
 							 float *out, int *dims, uint32 *fingerprint);
-extern void HnswWriteNeighborList(Relation index, ItemPointer etid, ItemPointer neighbortid,
+extern bool HnswWriteNeighborList(Relation index, ItemPointer etid, ItemPointer neighbortid,
 								  int dims, int m, int lc, const HnswCodec *codec,
 								  const ItemPointerData *snapshot, int nsnapshot,
 								  const ItemPointerData *newlist, const uint8 *newcodes,
 								  int nnew, ItemPointer newtid, const uint8 *newtidcode);
-extern void HnswAddReverseEdge(Relation index, HnswMetric metric, int dims, int m,
+extern int	HnswAddReverseEdge(Relation index, HnswMetric metric, int dims, int m,
 							   const HnswCodec *codec, int lc, ItemPointer tid,
 							   ItemPointer newtid, const float *newvec,
-							   double distance, MemoryContext cxt);
+							   double distance, ItemPointerData *dropped, MemoryContext cxt);
+extern bool HnswAttachCopy(Relation index, HnswMetric metric, int dims, int m,
+						   const HnswCodec *codec, ItemPointer tid, ItemPointer newtid,
+						   const float *vec, hnsw_visited_hash *reached, MemoryContext cxt);
 extern void HnswInsertVector(Relation index, const float *vec, int dims,
 							 uint32 fingerprint, ItemPointer heaptid,
 							 MemoryContext tmpcxt);
@@ -360,6 +406,7 @@ extern void HnswInitMetaPage(Page page, int dims, int m, int efConstruction);
 extern void HnswReadMeta(Relation index, HnswMetaPageData *meta);
 extern HnswElementTuple HnswGetElement(Page page, OffsetNumber off);
 extern HnswNeighborTuple HnswGetNeighborTuple(Page page, OffsetNumber off);
+extern int	HnswMaxCopies(int capacity);
 extern int	HnswSelectNeighbors(HnswMetric metric, int dims, const float *const *vectors,
 								const double *distances, int n, int max, int *selected);
 extern void HnswRaiseFingerprintMismatch(const Latent *query, uint32 fingerprint);
@@ -376,6 +423,7 @@ extern HnswElementTuple HnswFormElement(int dims, int m, int level, bool inlineN
 extern HnswNeighborTuple HnswFormNeighborTuple(int m, int level, const HnswCodec *codec,
 											   Size *size);
 extern int	HnswSearchBatch(HnswSearch *search, int maxVisited, HnswCandidate **out);
+extern HnswCandidate *HnswSearchPopPending(HnswSearch *search, double maxDistance);
 extern void HnswSearchSweep(HnswSearch *search, int maxVisited);
 extern void HnswSearchDescend(Relation index, HnswMetric metric, int dims, int m,
 							  const HnswCodec *codec, const float *bounds,

@@ -471,6 +471,14 @@ SearchLevel(HnswBuildState *bs, const float *q, const int32 *seeds, int nseeds,
 	return n;
 }
 
+/* Whether elements a and b contain the same vector */
+static inline bool
+SameVector(const HnswBuildState *bs, int32 a, int32 b)
+{
+	return memcmp(ElementVec(ElementAt(bs, a)), ElementVec(ElementAt(bs, b)),
+				  sizeof(float) * bs->dims) == 0;
+}
+
 /*
  * Add element idx to target's level-lc list, pruning with the heuristic
  * when full.  Holds target's lock throughout in a parallel build.
@@ -493,7 +501,21 @@ ConnectBack(HnswBuildState *bs, int32 target, int32 idx, double distance, int lc
 	len = ListLength(bs, e, lc);
 	if (len < capacity)
 	{
-		list[len] = idx;
+		/*
+		 * A copy of target takes a free slot only below the copy limit.
+		 * Beyond it, the next pruning would drop one of the copies.
+		 */
+		if (SameVector(bs, target, idx))
+		{
+			int			ncopies = 0;
+
+			for (int i = 0; i < len; i++)
+				ncopies += SameVector(bs, list[i], idx) ? 1 : 0;
+			if (ncopies >= HnswMaxCopies(capacity))
+				len = capacity;
+		}
+		if (len < capacity)
+			list[len] = idx;
 		UnlockElement(bs, e);
 		return;
 	}
@@ -512,12 +534,11 @@ ConnectBack(HnswBuildState *bs, int32 target, int32 idx, double distance, int lc
 		int			j = n;
 
 		/*
-		 * The new element goes before existing ones at equal distance, so
-		 * that among exact duplicates the newest gets the incoming edge;
-		 * otherwise later duplicates would never be reachable.
+		 * The new element goes after existing ones at an equal distance.  A
+		 * new copy of a vector then never displaces an older copy, which
+		 * might have no other incoming edge (AttachCopy links new copies).
 		 */
-		while (j > 0 && (pairs[j - 1].distance > d ||
-						 (el == idx && pairs[j - 1].distance == d)))
+		while (j > 0 && pairs[j - 1].distance > d)
 		{
 			pairs[j] = pairs[j - 1];
 			j--;
@@ -538,6 +559,91 @@ ConnectBack(HnswBuildState *bs, int32 target, int32 idx, double distance, int lc
 	UnlockElement(bs, e);
 }
 
+/*
+ * Link the new element idx from the level-0 list of target, a copy of it
+ * (see HnswAttachCopy in hnswinsert.c for the on-disk twin).  A list keeps
+ * at most HnswMaxCopies copies of one vector.  When target's list already
+ * contains that many, idx takes the place of the last of them, q, and idx's
+ * own list gets the edge to q, so q stays reachable through idx.  Reverse
+ * edges otherwise never displace an older copy (ConnectBack), so every
+ * copy keeps an incoming edge from its group.  chosen[0 .. nchosen) are
+ * the neighbours idx's search chose, reachable without idx; only an edge
+ * to one of them may make room for q.  In a parallel build, idx's list
+ * may meanwhile hold a newer copy that depends on idx.
+ */
+static void
+AttachCopy(HnswBuildState *bs, int32 target, int32 idx, const int32 *chosen, int nchosen)
+{
+	BuildElement *e = ElementAt(bs, target);
+	BuildElement *self = ElementAt(bs, idx);
+	int32	   *list = ElementSlots(bs, e);
+	int32	   *own = ElementSlots(bs, self);
+	int			capacity = HnswLevelCapacity(bs->m, 0);
+	int			ncopies = 0;
+	int			slot = -1;
+	int32		displaced = -1;
+	int			len;
+
+	LockElement(bs, e, LW_EXCLUSIVE);
+	len = ListLength(bs, e, 0);
+	for (int i = 0; i < len; i++)
+	{
+		if (list[i] == idx)
+		{
+			UnlockElement(bs, e);
+			return;
+		}
+		if (SameVector(bs, list[i], idx))
+		{
+			ncopies++;
+			slot = i;
+		}
+	}
+	if (ncopies >= HnswMaxCopies(capacity))
+	{
+		displaced = list[slot];
+		list[slot] = idx;
+	}
+	UnlockElement(bs, e);
+
+	if (displaced < 0)
+	{
+		ConnectBack(bs, target, idx, HnswDistance(bs->metric, ElementVec(e), ElementVec(self),
+												  bs->dims), 0);
+		return;
+	}
+
+	/*
+	 * idx adopts the copy it displaced: in a free slot while its list
+	 * contains fewer copies than the limit, else in place of the last copy
+	 * that its search chose.  Beyond the limit, a later pruning of the list
+	 * would drop a copy again.
+	 */
+	LockElement(bs, self, LW_EXCLUSIVE);
+	len = ListLength(bs, self, 0);
+	ncopies = 0;
+	slot = -1;
+	for (int i = 0; i < len; i++)
+	{
+		if (own[i] == displaced)
+		{
+			UnlockElement(bs, self);
+			return;
+		}
+		if (!SameVector(bs, own[i], idx))
+			continue;
+		ncopies++;
+		for (int k = 0; k < nchosen; k++)
+			if (chosen[k] == own[i])
+				slot = i;
+	}
+	if (len < capacity && ncopies < HnswMaxCopies(capacity))
+		own[len] = displaced;
+	else if (slot >= 0)
+		own[slot] = displaced;
+	UnlockElement(bs, self);
+}
+
 static int
 ComparePairs(const void *a, const void *b)
 {
@@ -547,29 +653,39 @@ ComparePairs(const void *a, const void *b)
 	return (x > y) - (x < y);
 }
 
+/* Whether the search result r is a copy of vec (at distance selfDistance) */
+static inline bool
+IsCopy(const HnswBuildState *bs, const BuildPair *r, const float *vec, double selfDistance)
+{
+	return r->distance == selfDistance &&
+		memcmp(ElementVec(ElementAt(bs, r->element)), vec, sizeof(float) * bs->dims) == 0;
+}
+
 /*
  * Candidates for the neighbours of vec at level lc: the nfound results of
- * the last SearchLevel in bs->found, and, when copies of vec (distance 0) leave fewer than a
- * quarter of it for other vectors, the other vectors in the copies' lists.
- * In a group of identical vectors larger than ef_construction, the search
- * finds only copies.  A new copy linked to copies alone would close the
- * group (see HnswSelectNeighbors), so it also takes candidates from the
- * copies' lists, which still lead out of it.
+ * the last SearchLevel in bs->found, and, when copies of vec leave fewer
+ * than capacity - HnswMaxCopies slots for other vectors, the other vectors
+ * in the copies' lists.  In a group of identical vectors larger than
+ * ef_construction, the search finds only copies.  A new copy linked to
+ * copies alone would close the group (see HnswSelectNeighbors), so it also
+ * takes candidates from the copies' lists, which still lead out of it.
+ * Copies are at distance selfDistance, the distance of vec to itself: 0
+ * under L2 and L1, not always under cosine or inner product.
  * Returns the candidates in *out, sorted by distance, and their number.
  */
 static int
 ExtendWithExits(HnswBuildState *bs, const float *vec, int lc, int nfound,
-				BuildPair **out)
+				double selfDistance, BuildPair **out)
 {
 	int			capacity = HnswLevelCapacity(bs->m, lc);
-	int			reserve = Max(capacity / 4, 1);
+	int			reserve = capacity - HnswMaxCopies(capacity);
 	int			copies = 0;
 	int			maxExtra = 2 * capacity;
 	int			n;
 	BuildPair  *cand;
 
 	for (int i = 0; i < nfound; i++)
-		copies += bs->found[i].distance == 0.0 ? 1 : 0;
+		copies += IsCopy(bs, &bs->found[i], vec, selfDistance) ? 1 : 0;
 	cand = palloc(sizeof(BuildPair) * (nfound + maxExtra));
 	memcpy(cand, bs->found, sizeof(BuildPair) * nfound);
 	n = nfound;
@@ -587,30 +703,90 @@ ExtendWithExits(HnswBuildState *bs, const float *vec, int lc, int nfound,
 			const int32 *list;
 			int			len;
 
-			if (cand[i].distance != 0.0 || ElementAt(bs, cand[i].element)->level < lc)
+			if (!IsCopy(bs, &cand[i], vec, selfDistance) ||
+				ElementAt(bs, cand[i].element)->level < lc)
 				continue;
 			list = ReadList(bs, ElementAt(bs, cand[i].element), lc, &len);
 			for (int k = 0; k < len && n < nfound + maxExtra; k++)
 			{
-				int32		nb = list[k];
-				double		d;
+				BuildPair	exit;
 
-				if (bs->visited[nb] == bs->stamp)
+				if (bs->visited[list[k]] == bs->stamp)
 					continue;
-				bs->visited[nb] = bs->stamp;
-				d = HnswDistance(bs->metric, vec, ElementVec(ElementAt(bs, nb)), bs->dims);
-				if (d > 0.0)
-				{
-					cand[n].element = nb;
-					cand[n].distance = d;
-					n++;
-				}
+				bs->visited[list[k]] = bs->stamp;
+				exit.element = list[k];
+				exit.distance = HnswDistance(bs->metric, vec, ElementVec(ElementAt(bs, list[k])),
+											 bs->dims);
+				if (!IsCopy(bs, &exit, vec, selfDistance))
+					cand[n++] = exit;
 			}
 		}
 		qsort(cand, n, sizeof(BuildPair), ComparePairs);
 	}
 	*out = cand;
 	return n;
+}
+
+/* Add heaptid to element el if it contains vec and has room; returns whether it did */
+static bool
+AddHeapTidTo(HnswBuildState *bs, int32 el, const float *vec, uint32 fingerprint,
+			 ItemPointer heaptid)
+{
+	BuildElement *twin = ElementAt(bs, el);
+	bool		joined = false;
+
+	LockElement(bs, twin, LW_EXCLUSIVE);
+	if (twin->nheaptids < HNSW_HEAPTIDS && twin->fingerprint == fingerprint &&
+		memcmp(ElementVec(twin), vec, sizeof(float) * bs->dims) == 0)
+	{
+		twin->heaptids[twin->nheaptids++] = *heaptid;
+		joined = true;
+	}
+	UnlockElement(bs, twin);
+	return joined;
+}
+
+/*
+ * Add heaptid to a copy of vec with room: one of the nfound results of the
+ * last level-0 search, all at the distance of vec to itself, or one in
+ * their level-0 lists.  The newest copy is linked only from the copy it
+ * was attached to (AttachCopy), and the search rarely returns it, but the
+ * next copy's search usually returns that copy again.  Returns whether it
+ * joined one.
+ */
+static bool
+JoinCopy(HnswBuildState *bs, const float *vec, uint32 fingerprint, ItemPointer heaptid,
+		 int nfound, double selfDistance)
+{
+	int			ncopies = 0;
+
+	for (int i = 0; i < nfound && bs->found[i].distance <= selfDistance; i++)
+	{
+		if (bs->found[i].distance != selfDistance)
+			continue;
+		ncopies++;
+		if (AddHeapTidTo(bs, bs->found[i].element, vec, fingerprint, heaptid))
+			return true;
+	}
+	for (int i = 0; i < nfound && ncopies > 0 && bs->found[i].distance <= selfDistance; i++)
+	{
+		const int32 *list;
+		int			len;
+
+		if (bs->found[i].distance != selfDistance)
+			continue;
+		list = ReadList(bs, ElementAt(bs, bs->found[i].element), 0, &len);
+		for (int k = 0; k < len; k++)
+		{
+			BuildElement *nb = ElementAt(bs, list[k]);
+
+			if (nb->nheaptids < HNSW_HEAPTIDS &&
+				memcmp(ElementVec(nb), vec, sizeof(float) * bs->dims) == 0 &&
+				AddHeapTidTo(bs, list[k], vec, fingerprint, heaptid))
+				return true;
+		}
+	}
+	return false;
 }
 
 /*
@@ -633,6 +809,7 @@ BuildInsert(HnswBuildState *bs, const float *vec, uint32 fingerprint, ItemPointe
 	BuildElement *e;
 	int32	   *slots;
 	int			nslots = HnswSlotCount(bs->m, level);
+	double		selfDistance = HnswDistance(bs->metric, vec, vec, bs->dims);
 
 	GetEntry(bs, &entry, &entryLevel);
 	top = Min(level, entryLevel);
@@ -658,28 +835,14 @@ BuildInsert(HnswBuildState *bs, const float *vec, uint32 fingerprint, ItemPointe
 		int		   *selected = palloc(sizeof(int) * capacity);
 		int			nselected;
 
-		/* An identical vector joins its twin */
-		if (lc == 0 && nfound > 0)
-		{
-			BuildElement *twin = ElementAt(bs, bs->found[0].element);
-			bool		joined = false;
-
-			LockElement(bs, twin, LW_EXCLUSIVE);
-			if (twin->nheaptids < HNSW_HEAPTIDS && twin->fingerprint == fingerprint &&
-				memcmp(ElementVec(twin), vec, sizeof(float) * bs->dims) == 0)
-			{
-				twin->heaptids[twin->nheaptids++] = *heaptid;
-				joined = true;
-			}
-			UnlockElement(bs, twin);
-			if (joined)
-				return true;
-		}
+		/* An identical vector joins a copy with room */
+		if (lc == 0 && JoinCopy(bs, vec, fingerprint, heaptid, nfound, selfDistance))
+			return true;
 
 		for (int i = 0; i < nfound; i++)
 			seeds[i] = bs->found[i].element;
 		nseeds = nfound;
-		ncand = ExtendWithExits(bs, vec, lc, nfound, &cand);
+		ncand = ExtendWithExits(bs, vec, lc, nfound, selfDistance, &cand);
 		vectors = palloc(sizeof(float *) * ncand);
 		distances = palloc(sizeof(double) * ncand);
 		for (int i = 0; i < ncand; i++)
@@ -719,10 +882,29 @@ BuildInsert(HnswBuildState *bs, const float *vec, uint32 fingerprint, ItemPointe
 		for (int i = 0; i < nchosen[lc]; i++)
 			slots[HnswLevelStart(bs->m, lc) + i] = chosen[lc][i];
 
-	/* Edges back */
+	/*
+	 * Edges back.  At level 0 only the nearest copy of vec among the
+	 * neighbours links back (AttachCopy).  One incoming edge keeps the new
+	 * copy reachable, and edges from more copies would only push older
+	 * copies out of full lists.
+	 */
 	for (int lc = 0; lc <= level; lc++)
+	{
+		bool		attached = false;
+
 		for (int i = 0; i < nchosen[lc]; i++)
+		{
+			if (lc == 0 && chosenDistance[lc][i] == selfDistance &&
+				SameVector(bs, chosen[lc][i], idx))
+			{
+				if (!attached)
+					AttachCopy(bs, chosen[lc][i], idx, chosen[0], nchosen[0]);
+				attached = true;
+				continue;
+			}
 			ConnectBack(bs, chosen[lc][i], idx, chosenDistance[lc][i], lc);
+		}
+	}
 
 	if (bs->shared)
 	{
@@ -800,11 +982,15 @@ RelinkWeakElements(HnswBuildState *bs)
 		}
 		nfound = SearchLevel(bs, ElementVec(e), &entry, 1, bs->efConstruction, 0);
 
-		/* Candidates: what the search found and the current list, by distance */
-		for (int i = 0; i < nfound + len; i++)
+		/*
+		 * Candidates: the current list, then what the search found, by
+		 * distance.  At an equal distance the current neighbours stay
+		 * first, so that a copy keeps its edges to other copies.
+		 */
+		for (int i = 0; i < len + nfound; i++)
 		{
-			int32		el = i < nfound ? bs->found[i].element : list[i - nfound];
-			double		d = i < nfound ? bs->found[i].distance :
+			int32		el = i < len ? list[i] : bs->found[i - len].element;
+			double		d = i >= len ? bs->found[i - len].distance :
 				HnswDistance(bs->metric, ElementVec(e), ElementVec(ElementAt(bs, el)), bs->dims);
 			bool		dup = (el == idx);
 			int			j;

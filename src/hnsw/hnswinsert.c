@@ -8,10 +8,11 @@
  *		serialised by a heavyweight lock on the metapage.
  *	 2. Descend greedily to the new element's level, then search each level
  *		below with ef_construction and choose neighbours (algorithm 4).
- *	 3. A vector identical to its nearest element joins that element as
- *		another heap TID when there is room.
+ *	 3. A vector identical to an element the search met joins that element
+ *		as another heap TID when there is room.
  *	 4. Write the element tuple, lists filled, on a page with room.
- *	 5. Add the reverse edges one neighbour at a time.
+ *	 5. Add the reverse edges one neighbour at a time; of the neighbours
+ *		holding the same vector, only one links back (HnswAttachCopy).
  *	 6. Raise the entry point if the new element is the highest.
  *
  * Locking: page changes take one exclusive buffer lock at a time and never
@@ -39,6 +40,7 @@ typedef struct HnswNewEdge
 {
 	ItemPointerData tid;
 	double		distance;
+	bool		copy;			/* holds the same vector as the new element */
 	uint8		code[HNSW_CODE_MAX_DIMS];	/* on levels with codes only */
 } HnswNewEdge;
 
@@ -281,6 +283,43 @@ AddHeapTid(Relation index, ItemPointer tid, const float *vec, int dims,
 	return added;
 }
 
+/* Whether c contains vec (of the given fingerprint) and has room for a heap TID */
+static inline bool
+CopyWithRoom(const HnswCandidate *c, const float *vec, int dims, uint32 fingerprint,
+			 double selfDistance)
+{
+	return c->distance == selfDistance && !c->deleted && c->nheaptids < HNSW_HEAPTIDS &&
+		c->fingerprint == fingerprint &&
+		memcmp(c->vector, vec, sizeof(float) * dims) == 0;
+}
+
+/*
+ * Add heaptid to a copy of vec with room among the elements a finished
+ * search met: its result found[0 .. nfound), then the ties its result had
+ * no room for.  Returns whether it did.  The search must keep vectors.
+ */
+static bool
+JoinCopy(Relation index, HnswSearch *search, HnswCandidate **found, int nfound,
+		 const float *vec, int dims, uint32 fingerprint, ItemPointer heaptid,
+		 double selfDistance)
+{
+	HnswCandidate *c;
+
+	for (int i = 0; i < nfound; i++)
+	{
+		if (CopyWithRoom(found[i], vec, dims, fingerprint, selfDistance) &&
+			AddHeapTid(index, &found[i]->tid, vec, dims, fingerprint, heaptid))
+			return true;
+	}
+	while ((c = HnswSearchPopPending(search, selfDistance)) != NULL)
+	{
+		if (CopyWithRoom(c, vec, dims, fingerprint, selfDistance) &&
+			AddHeapTid(index, &c->tid, vec, dims, fingerprint, heaptid))
+			return true;
+	}
+	return false;
+}
+
 /* Whether list[0 .. n) contains tid */
 static bool
 ListContains(const ItemPointerData *list, int n, ItemPointer tid)
@@ -296,9 +335,10 @@ ListContains(const ItemPointerData *list, int n, ItemPointer tid)
  * still equals snapshot; otherwise put newtid (unless NULL) in a free slot
  * if there is one and it is not there yet.  On a level with codes,
  * newcodes contains the codes of newlist (codec->dims bytes each) and
- * newtidcode that of newtid.
+ * newtidcode that of newtid.  Returns whether the list now contains
+ * newtid (newlist was written, or newtid was there or added).
  */
-void
+bool
 HnswWriteNeighborList(Relation index, ItemPointer etid, ItemPointer neighbortid,
 					  int dims, int m, int lc, const HnswCodec *codec,
 					  const ItemPointerData *snapshot, int nsnapshot,
@@ -317,6 +357,7 @@ HnswWriteNeighborList(Relation index, ItemPointer etid, ItemPointer neighbortid,
 	int			start = HnswLevelStart(m, lc);
 	bool		same = true;
 	bool		changed = false;
+	bool		contains = false;
 
 	LockBuffer(buf, BUFFER_LOCK_EXCLUSIVE);
 	state = GenericXLogStart(index);
@@ -370,6 +411,7 @@ HnswWriteNeighborList(Relation index, ItemPointer etid, ItemPointer neighbortid,
 			if (codeDims > 0)
 				memcpy(codes, newcodes, (Size) nnew * codeDims);
 			changed = true;
+			contains = newtid == NULL || ListContains(newlist, nnew, newtid);
 		}
 		else
 		{
@@ -377,12 +419,15 @@ HnswWriteNeighborList(Relation index, ItemPointer etid, ItemPointer neighbortid,
 
 			while (used < capacity && ItemPointerIsValid(&list[used]))
 				used++;
-			if (newtid != NULL && used < capacity && !ListContains(list, used, newtid))
+			if (newtid != NULL && ListContains(list, used, newtid))
+				contains = true;
+			else if (newtid != NULL && used < capacity)
 			{
 				list[used] = *newtid;
 				if (codeDims > 0)
 					memcpy(codes + (Size) used * codeDims, newtidcode, codeDims);
 				changed = true;
+				contains = true;
 			}
 		}
 	}
@@ -392,18 +437,57 @@ HnswWriteNeighborList(Relation index, ItemPointer etid, ItemPointer neighbortid,
 	else
 		GenericXLogAbort(state);
 	UnlockReleaseBuffer(buf);
+	return contains;
+}
+
+/*
+ * Write to slots[] the slot numbers of the copies of vec in c's list at the
+ * search's level, in list order, and return how many there are.  c must
+ * have been loaded by search with keepVectors.  *deletedSlot receives the
+ * first slot of a deleted copy, or -1.
+ */
+static int
+FindCopySlots(HnswSearch *search, HnswCandidate *c, const float *vec, int *slots,
+			  int *deletedSlot)
+{
+	ItemPointerData *tids = palloc(sizeof(ItemPointerData) * Max(c->nneighbors, 1));
+	HnswCandidate **members = palloc(sizeof(HnswCandidate *) * Max(c->nneighbors, 1));
+	int			nmembers;
+	int			ncopies = 0;
+
+	*deletedSlot = -1;
+	memcpy(tids, c->neighbors, sizeof(ItemPointerData) * c->nneighbors);
+	nmembers = HnswLoadCandidates(search, tids, c->nneighbors, members);
+	for (int k = 0; k < c->nneighbors; k++)
+	{
+		for (int i = 0; i < nmembers; i++)
+		{
+			if (!ItemPointerEquals(&members[i]->tid, &c->neighbors[k]) ||
+				memcmp(members[i]->vector, vec, sizeof(float) * search->dims) != 0)
+				continue;
+			slots[ncopies++] = k;
+			if (members[i]->deleted && *deletedSlot < 0)
+				*deletedSlot = k;
+			break;
+		}
+	}
+	pfree(tids);
+	pfree(members);
+	return ncopies;
 }
 
 /*
  * Add an edge from the element at tid to the new element at newtid
  * (distance between them: distance) at level lc, pruning the list with the
- * neighbour heuristic when it is full.
+ * neighbour heuristic when it is full.  When dropped is not NULL (room for
+ * the level's capacity), the neighbours a pruning removed are written to
+ * it.  Returns their number.
  */
-void
+int
 HnswAddReverseEdge(Relation index, HnswMetric metric, int dims, int m,
 				   const HnswCodec *codec, int lc, ItemPointer tid,
 				   ItemPointer newtid, const float *newvec,
-				   double distance, MemoryContext cxt)
+				   double distance, ItemPointerData *dropped, MemoryContext cxt)
 {
 	MemoryContext edgecxt = AllocSetContextCreate(cxt, "hnsw edge", ALLOCSET_SMALL_SIZES);
 	MemoryContext oldcxt = MemoryContextSwitchTo(edgecxt);
@@ -415,6 +499,7 @@ HnswAddReverseEdge(Relation index, HnswMetric metric, int dims, int m,
 	int			nsnapshot;
 	int			codeDims = HnswLevelCodeDims(codec, lc);
 	uint8		newcode[HNSW_CODE_MAX_DIMS];
+	int			ndropped = 0;
 
 	if (codeDims > 0)
 		HnswCodecEncode(codec, newvec, newcode);
@@ -429,6 +514,19 @@ HnswAddReverseEdge(Relation index, HnswMetric metric, int dims, int m,
 	nsnapshot = self->nneighbors;
 	if (ItemPointerEquals(tid, newtid) || ListContains(snapshot, nsnapshot, newtid))
 		goto done;
+
+	/*
+	 * A copy of the element joins a list that has room only below the copy
+	 * limit.  Beyond it, the next pruning would drop one of the copies.
+	 */
+	if (nsnapshot < capacity && memcmp(self->vector, newvec, sizeof(float) * dims) == 0)
+	{
+		int		   *copies = palloc(sizeof(int) * capacity);
+		int			deletedSlot;
+
+		if (FindCopySlots(&search, self, newvec, copies, &deletedSlot) >= HnswMaxCopies(capacity))
+			goto done;
+	}
 
 	if (nsnapshot < capacity)
 	{
@@ -480,9 +578,13 @@ HnswAddReverseEdge(Relation index, HnswMetric metric, int dims, int m,
 
 			if (i < nloaded && loaded[i]->deleted)
 				continue;
-			/* Newest first among equal distances, as in the in-memory build */
-			while (j > 0 && (distances[j - 1] > d ||
-							 (i == nloaded && distances[j - 1] == d)))
+			/*
+			 * The new element goes after existing neighbours at an equal
+			 * distance, as in the in-memory build.  A new copy of a vector
+			 * then never displaces an older copy, which might have no
+			 * other incoming edge (AttachCopy links new copies instead).
+			 */
+			while (j > 0 && distances[j - 1] > d)
 			{
 				vectors[j] = vectors[j - 1];
 				distances[j] = distances[j - 1];
@@ -504,15 +606,176 @@ HnswAddReverseEdge(Relation index, HnswMetric metric, int dims, int m,
 			if (codeDims > 0)
 				HnswCodecEncode(codec, vectors[selected[i]], newcodes + (Size) i * codeDims);
 		}
-		if (keepsNew)
+		if (keepsNew &&
 			HnswWriteNeighborList(index, tid, &self->neighbortid, dims, m, lc, codec,
 								  snapshot, nsnapshot, newlist, newcodes, nselected,
-								  newtid, newcode);
+								  newtid, newcode))
+		{
+			/* Possibly dropped: newtid may have gone into a free slot instead */
+			for (int i = 0; i < nsnapshot && dropped != NULL; i++)
+				if (!ListContains(newlist, nselected, &snapshot[i]))
+					dropped[ndropped++] = snapshot[i];
+		}
 	}
 
 done:
 	MemoryContextSwitchTo(oldcxt);
 	MemoryContextDelete(edgecxt);
+	return ndropped;
+}
+
+/*
+ * Add an edge from the element at newtid to q, a copy of it about to lose
+ * an incoming edge.  The edge takes a free slot while the list contains
+ * fewer copies than HnswMaxCopies, else the slot of a deleted copy, else that of
+ * the last copy that reached contains (see HnswAttachCopy).  Returns
+ * whether the list now has the edge to q.
+ */
+static bool
+AdoptCopy(Relation index, HnswSearch *search, ItemPointer newtid, ItemPointer q,
+		  const uint8 *code, hnsw_visited_hash *reached)
+{
+	int			capacity = HnswLevelCapacity(search->m, 0);
+	int			codeDims = search->codec != NULL ? search->codec->dims : 0;
+	ItemPointerData selftid = *newtid;
+	HnswCandidate *self;
+	ItemPointerData *newlist;
+	uint8	   *newcodes;
+	int		   *copies;
+	int			ncopies;
+	int			deletedSlot;
+	int			n;
+	int			slot;
+
+	if (HnswLoadCandidates(search, &selftid, 1, &self) == 0)
+		return false;
+	HnswLoadNeighbors(search, self);
+	if (ListContains(self->neighbors, self->nneighbors, q))
+		return true;
+
+	/* Beyond the copy limit, a later pruning of the list would drop a copy again */
+	n = self->nneighbors;
+	copies = palloc(sizeof(int) * capacity);
+	ncopies = FindCopySlots(search, self, self->vector, copies, &deletedSlot);
+	slot = -1;
+	if (n < capacity && ncopies < HnswMaxCopies(capacity))
+		slot = n++;
+	else if (deletedSlot >= 0)
+		slot = deletedSlot;
+	else
+	{
+		for (int i = ncopies - 1; i >= 0 && slot < 0; i--)
+			if (hnsw_visited_lookup(reached, self->neighbors[copies[i]]) != NULL)
+				slot = copies[i];
+	}
+	if (slot < 0)
+		return false;
+
+	newlist = palloc(sizeof(ItemPointerData) * capacity);
+	newcodes = palloc((Size) capacity * Max(codeDims, 1));
+	memcpy(newlist, self->neighbors, sizeof(ItemPointerData) * self->nneighbors);
+	if (codeDims > 0 && self->nneighbors > 0)
+		memcpy(newcodes, self->codes, (Size) self->nneighbors * codeDims);
+	newlist[slot] = *q;
+	if (codeDims > 0)
+		memcpy(newcodes + (Size) slot * codeDims, code, codeDims);
+	return HnswWriteNeighborList(index, newtid, &self->neighbortid, search->dims, search->m,
+								 0, search->codec, self->neighbors, self->nneighbors,
+								 newlist, newcodes, n, q, code);
+}
+
+/*
+ * Link the element at newtid, a copy of the element at tid (both hold
+ * vec), from tid's level-0 list.  Returns whether the link was made.
+ * reached is the visited set of a level-0 search that did not pass
+ * through newtid (the insert's own search, or a search for an element no
+ * list names): the elements in it stay reachable if newtid's edges to
+ * them go.  Other edges of newtid may be the only way to a copy, such as
+ * one a concurrent insert attached to newtid.
+ *
+ * A list keeps at most HnswMaxCopies copies of one vector.  When tid's list
+ * already contains that many, newtid takes the place of one of them, q, and
+ * its own list gets the edge to q first (AdoptCopy), so q stays reachable
+ * through newtid (and a crash between the two writes leaves an extra edge,
+ * never a lost one).  Reverse edges otherwise never displace an older
+ * copy (HnswAddReverseEdge).  So every copy keeps an incoming edge from
+ * its group however large the group grows: before, the newest copies took
+ * the incoming edges of the older ones, and in
+ * test/shell/hnsw_duplicates.sh 55 of 88 elements of a group of zero
+ * vectors were left with none.
+ */
+bool
+HnswAttachCopy(Relation index, HnswMetric metric, int dims, int m,
+			   const HnswCodec *codec, ItemPointer tid, ItemPointer newtid,
+			   const float *vec, hnsw_visited_hash *reached, MemoryContext cxt)
+{
+	MemoryContext edgecxt = AllocSetContextCreate(cxt, "hnsw copy edge", ALLOCSET_SMALL_SIZES);
+	MemoryContext oldcxt = MemoryContextSwitchTo(edgecxt);
+	int			capacity = HnswLevelCapacity(m, 0);
+	int			codeDims = HnswLevelCodeDims(codec, 0);
+	uint8		code[HNSW_CODE_MAX_DIMS];
+	HnswSearch	search;
+	HnswCandidate *parent;
+	ItemPointerData selftid = *tid;
+	int		   *copies = palloc(sizeof(int) * capacity);
+	int			ncopies;
+	int			deletedSlot;
+	int			slot;
+	ItemPointerData displaced;
+	ItemPointerData *newlist;
+	uint8	   *newcodes;
+	bool		displace = false;
+	bool		linked = false;
+
+	if (codeDims > 0)
+		HnswCodecEncode(codec, vec, code);
+
+	/* The parent's list and its members' vectors, under share locks */
+	HnswSearchInit(&search, index, metric, dims, m, codec, vec, 0, capacity, edgecxt);
+	search.keepVectors = true;
+	if (HnswLoadCandidates(&search, &selftid, 1, &parent) == 0 || parent->deleted)
+		goto done;
+	HnswLoadNeighbors(&search, parent);
+	if (ListContains(parent->neighbors, parent->nneighbors, newtid))
+	{
+		linked = true;
+		goto done;
+	}
+	ncopies = FindCopySlots(&search, parent, vec, copies, &deletedSlot);
+
+	if (ncopies < HnswMaxCopies(capacity))
+	{
+		/* The list keeps a copy below the limit, before other vectors */
+		MemoryContextSwitchTo(oldcxt);
+		MemoryContextDelete(edgecxt);
+		HnswAddReverseEdge(index, metric, dims, m, codec, 0, tid, newtid, vec,
+						   HnswDistance(metric, vec, vec, dims), NULL, cxt);
+		return true;
+	}
+
+	/* Give up a deleted copy if there is one: nothing needs to adopt it */
+	slot = deletedSlot >= 0 ? deletedSlot : copies[ncopies - 1];
+	displaced = parent->neighbors[slot];
+	displace = deletedSlot >= 0 ||
+		AdoptCopy(index, &search, newtid, &displaced, codeDims > 0 ? code : NULL, reached);
+	if (!displace)
+		goto done;
+
+	/* The parent's edge to the displaced copy now leads to the new element */
+	newlist = palloc(sizeof(ItemPointerData) * parent->nneighbors);
+	newcodes = palloc((Size) parent->nneighbors * Max(codeDims, 1));
+	memcpy(newlist, parent->neighbors, sizeof(ItemPointerData) * parent->nneighbors);
+	newlist[slot] = *newtid;
+	if (codeDims > 0)
+		memcpy(newcodes, parent->codes, (Size) parent->nneighbors * codeDims);
+	linked = HnswWriteNeighborList(index, tid, &parent->neighbortid, dims, m, 0, codec,
+								   parent->neighbors, parent->nneighbors, newlist, newcodes,
+								   parent->nneighbors, newtid, code);
+
+done:
+	MemoryContextSwitchTo(oldcxt);
+	MemoryContextDelete(edgecxt);
+	return linked;
 }
 
 /* Raise the metapage's entry point to the element at tid if it is higher */
@@ -601,6 +864,8 @@ HnswInsertVector(Relation index, const float *vec, int dims, uint32 fingerprint,
 	HnswNeighborTuple ntup;
 	ItemPointer slots;
 	ItemPointerData etid;
+	double		selfDistance = HnswDistance(metric, vec, vec, dims);
+	hnsw_visited_hash *reached = NULL;	/* the level-0 search's visited set */
 
 	/* 1. Metapage, and the first-insert path */
 	HnswReadMeta(index, &meta);
@@ -654,13 +919,15 @@ HnswInsertVector(Relation index, const float *vec, int dims, uint32 fingerprint,
 		for (int i = 0; i < nseeds; i++)
 			HnswSearchAddSeed(&search, &seeds[i]);
 		nfound = HnswSearchBatch(&search, INT_MAX, found);
+		if (lc == 0)
+			reached = search.visited;
 
-		/* 3. An identical vector joins its twin */
-		if (lc == 0 && nfound > 0 && !found[0]->deleted &&
-			found[0]->nheaptids < HNSW_HEAPTIDS &&
-			found[0]->fingerprint == fingerprint &&
-			memcmp(found[0]->vector, vec, sizeof(float) * dims) == 0 &&
-			AddHeapTid(index, &found[0]->tid, vec, dims, fingerprint, heaptid))
+		/*
+		 * 3. An identical vector joins a copy with room: any of the copies
+		 * the search met, which are all at the distance of vec to itself.
+		 */
+		if (lc == 0 && JoinCopy(index, &search, found, nfound, vec, dims, fingerprint,
+								heaptid, selfDistance))
 		{
 			MemoryContextSwitchTo(oldcxt);
 			return;
@@ -685,6 +952,8 @@ HnswInsertVector(Relation index, const float *vec, int dims, uint32 fingerprint,
 		{
 			edges[lc][i].tid = live[selected[i]]->tid;
 			edges[lc][i].distance = live[selected[i]]->distance;
+			edges[lc][i].copy = live[selected[i]]->distance == selfDistance &&
+				memcmp(live[selected[i]]->vector, vec, sizeof(float) * dims) == 0;
 			if (HnswLevelCodeDims(&meta.codec, lc) > 0)
 				HnswCodecEncode(&meta.codec, live[selected[i]]->vector, edges[lc][i].code);
 		}
@@ -711,11 +980,29 @@ HnswInsertVector(Relation index, const float *vec, int dims, uint32 fingerprint,
 	}
 	etid = WriteElement(index, etup, esize, ntup, nsize, meta.insertPage);
 
-	/* 5. Reverse edges */
+	/*
+	 * 5. Reverse edges.  At level 0 only the nearest copy of vec among the
+	 * neighbours links back (HnswAttachCopy).  One incoming edge keeps the
+	 * new copy reachable, and edges from more copies would only push older
+	 * copies out of full lists.
+	 */
 	for (int lc = 0; lc <= top; lc++)
+	{
+		bool		attached = false;
+
 		for (int i = 0; i < nedges[lc]; i++)
+		{
+			if (lc == 0 && edges[lc][i].copy)
+			{
+				if (!attached)
+					attached = HnswAttachCopy(index, metric, dims, m, &meta.codec,
+											  &edges[lc][i].tid, &etid, vec, reached, tmpcxt);
+				continue;
+			}
 			HnswAddReverseEdge(index, metric, dims, m, &meta.codec, lc, &edges[lc][i].tid,
-							   &etid, vec, edges[lc][i].distance, tmpcxt);
+							   &etid, vec, edges[lc][i].distance, NULL, tmpcxt);
+		}
+	}
 
 	/* 6. Entry point */
 	if (level > meta.entryLevel)

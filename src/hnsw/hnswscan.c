@@ -11,8 +11,11 @@
  * next ef elements, until wdc.hnsw_max_scan_tuples elements have been read.
  * Should the walk run out of elements first, the elements it never reached
  * are read page by page (HnswSearchSweep) and returned in distance order.
- * Within a batch rows are in exact order; across batches the order is
- * approximate, as every result of an approximate index is.
+ * Within a batch rows are in exact order.  A batch also ends before any
+ * element farther than a tie the search met but had no room for
+ * (holdBackTies), so the rows at one distance come out together.  Across
+ * batches the order is otherwise approximate, as every result of an
+ * approximate index is.
  *
  * A NULL query, or a zero vector under cosine distance, orders nothing: the
  * distance is NULL or undefined for every row, so the scan returns every
@@ -231,6 +234,7 @@ StartScan(IndexScanDesc scan)
 	if (so->search.codec != NULL)
 		so->search.bounds = bounds;
 	so->search.queryLatent = query;
+	so->search.holdBackTies = true;
 	HnswSearchAddSeed(&so->search, &entry);
 	so->batch = palloc(sizeof(HnswCandidate *) * hnsw_ef_search);
 	so->firstBatch = true;

@@ -25,20 +25,11 @@
 #include "latent/distance.h"
 
 /* Visited set keyed by element TID */
-static inline uint32
-HashTid(ItemPointerData tid)
-{
-	uint64		key = ((uint64) ItemPointerGetBlockNumberNoCheck(&tid) << 16) |
-		ItemPointerGetOffsetNumberNoCheck(&tid);
-
-	return murmurhash32((uint32) (key ^ (key >> 32)));
-}
-
 #define SH_PREFIX hnsw_visited
 #define SH_ELEMENT_TYPE HnswVisitedEntry
 #define SH_KEY_TYPE ItemPointerData
 #define SH_KEY tid
-#define SH_HASH_KEY(tb, key) HashTid(key)
+#define SH_HASH_KEY(tb, key) HnswHashTid(key)
 #define SH_EQUAL(tb, a, b) ItemPointerEquals(&(a), &(b))
 #define SH_SCOPE extern
 #define SH_DEFINE
@@ -420,15 +411,25 @@ HnswGetNeighborTuple(Page page, OffsetNumber off)
 }
 
 /*
+ * Copies of one vector that a list of this capacity keeps: all but a
+ * quarter of the slots (at least one), which stay for other vectors.
+ */
+int
+HnswMaxCopies(int capacity)
+{
+	return Max(capacity - Max(capacity / 4, 1), 1);
+}
+
+/*
  * Choose up to max neighbours among n candidates sorted by ascending
  * distance to the base element (HNSW paper, algorithm 4, without
  * extending the candidates or keeping pruned ones).  A candidate is kept
  * unless an already kept one lies strictly closer to it than the base
  * does.  The strict comparison keeps exact duplicates of the base
  * connected.  But a group of identical vectors whose lists held only each
- * other would trap every search that enters it, so a quarter of the slots
- * (at least one) is kept for candidates that are not copies of a kept one.  Writes the chosen indexes to selected[] and
- * returns how many.
+ * other would trap every search that enters it, so at most
+ * HnswMaxCopies(max) copies of one vector are kept.  Writes the chosen
+ * indexes to selected[] and returns how many.
  */
 int
 HnswSelectNeighbors(HnswMetric metric, int dims, const float *const *vectors,
@@ -436,7 +437,7 @@ HnswSelectNeighbors(HnswMetric metric, int dims, const float *const *vectors,
 {
 	int			nselected = 0;
 	int			duplicates = 0;
-	int			maxDuplicates = Max(max - Max(max / 4, 1) - 1, 0);
+	int			maxDuplicates = HnswMaxCopies(max) - 1;
 
 	for (int i = 0; i < n && nselected < max; i++)
 	{
@@ -452,7 +453,9 @@ HnswSelectNeighbors(HnswMetric metric, int dims, const float *const *vectors,
 				keep = false;
 				break;
 			}
-			if (d == 0.0)
+			/* The same vector as a kept one (the distance test only filters) */
+			if (d == distances[i] &&
+				memcmp(vectors[i], vectors[selected[j]], sizeof(float) * dims) == 0)
 				duplicate = true;
 		}
 		if (keep && duplicate)
@@ -538,6 +541,12 @@ HnswSearchInit(HnswSearch *search, Relation index, HnswMetric metric,
 	search->level = level;
 	search->ef = ef;
 	search->cxt = cxt;
+	search->tieCap = Max(ef / 2, 1);
+	search->tieExpansions = Max(ef / 8, 1);
+	/* A power of two with room for ef distinct distances at half load */
+	search->tieMask = 15;
+	while (search->tieMask + 1 < (uint32) ef * 2)
+		search->tieMask = search->tieMask * 2 + 1;
 	/* A level-0 search reads roughly ef * m elements; avoid regrowing */
 	search->visited = hnsw_visited_create(cxt, Max(256, Min(ef * m * 2, 1 << 16)), NULL);
 	search->candidates = pairingheap_allocate(CompareCandidateNearest, NULL);
@@ -743,6 +752,8 @@ LoadElements(HnswSearch *search, ItemPointer tids, int n, HnswCandidate **out)
 			c->tid = tids[base + i];
 			c->expanded = false;
 			c->inResult = false;
+			c->queued = false;
+			c->capped = false;
 			c->nneighbors = 0;
 			c->neighbors = NULL;
 			c->codes = NULL;
@@ -828,31 +839,148 @@ LoadNeighborList(HnswSearch *search, HnswCandidate *c)
 	UnlockReleaseBuffer(buf);
 }
 
-/* Put a newly met element into the candidate heap and the result or pending heap */
+/* Home slot of a distance in the tie table */
+static inline uint32
+TieSlot(const HnswSearch *search, double distance)
+{
+	uint64		bits;
+
+	if (distance == 0.0)
+		distance = 0.0;			/* -0.0 and 0.0 are one distance */
+	memcpy(&bits, &distance, sizeof(bits));
+	return (uint32) ((bits * UINT64CONST(0x9E3779B97F4A7C15)) >> 40) & search->tieMask;
+}
+
+/*
+ * The tie class of distance, created (empty) when missing and create is
+ * set.  Returns NULL for a NaN distance, which equals nothing, and for a
+ * missing class when create is not set.
+ */
+static HnswTieClass *
+FindTieClass(HnswSearch *search, double distance, bool create)
+{
+	uint32		i;
+
+	if (isnan(distance))
+		return NULL;
+
+	/*
+	 * Allocated on first use: many searches only load elements for their
+	 * callers (HnswLoadCandidates) and never need it.
+	 */
+	if (search->ties == NULL)
+	{
+		if (!create)
+			return NULL;
+		search->ties = MemoryContextAllocZero(search->cxt,
+											  sizeof(HnswTieClass) * (search->tieMask + 1));
+	}
+	for (i = TieSlot(search, distance); search->ties[i].used; i = (i + 1) & search->tieMask)
+	{
+		if (search->ties[i].distance == distance)
+			return &search->ties[i];
+	}
+	if (!create)
+		return NULL;
+	search->ties[i].used = true;
+	search->ties[i].distance = distance;
+	search->ties[i].inResult = 0;
+	search->ties[i].expanded = 0;
+	return &search->ties[i];
+}
+
+/*
+ * Count one result element less at distance, removing the class when it
+ * empties.  The table uses linear probing, so removal shifts later entries
+ * of the probe run back into the freed slot.
+ */
+static void
+ReleaseTie(HnswSearch *search, double distance)
+{
+	HnswTieClass *tie = FindTieClass(search, distance, false);
+	uint32		hole;
+	uint32		next;
+
+	if (tie == NULL || --tie->inResult > 0)
+		return;
+	hole = tie - search->ties;
+	search->ties[hole].used = false;
+	for (next = (hole + 1) & search->tieMask; search->ties[next].used;
+		 next = (next + 1) & search->tieMask)
+	{
+		uint32		home = TieSlot(search, search->ties[next].distance);
+
+		/* Move the entry unless its home lies cyclically in (hole, next] */
+		if (((next - home) & search->tieMask) >= ((next - hole) & search->tieMask))
+		{
+			search->ties[hole] = search->ties[next];
+			search->ties[next].used = false;
+			hole = next;
+		}
+	}
+}
+
+/* Put c into the pending heap */
+static inline void
+AddPending(HnswSearch *search, HnswCandidate *c)
+{
+	pairingheap_add(search->pending, &c->rnode);
+	if (c->capped)
+		search->npendingCapped++;
+}
+
+/* Put c into the result heap and count it in its tie class */
+static inline void
+EnterResult(HnswSearch *search, HnswCandidate *c, HnswTieClass *tie)
+{
+	c->inResult = true;
+	pairingheap_add(search->result, &c->rnode);
+	search->nresult++;
+	if (tie != NULL)
+		tie->inResult++;
+}
+
+/*
+ * Put a newly met element into the candidate heap and the result or pending
+ * heap.  An element goes to pending, marked capped, when the result already
+ * contains tieCap elements at exactly its distance.  Among many copies of one
+ * vector, the copies otherwise filled the result.  The furthest result was
+ * then a copy, every other vector in their lists was further, and so the
+ * search stopped among the copies (with ef_search 40, 3 of 300 queries in
+ * test/shell/hnsw_duplicates.sh returned none of their ten nearest rows).
+ */
 static void
 AddCandidate(HnswSearch *search, HnswCandidate *c)
 {
 	pairingheap_add(search->candidates, &c->cnode);
+	c->queued = true;
 
 	if (search->nresult < search->ef ||
 		c->distance < pairingheap_container(HnswCandidate, rnode,
 											pairingheap_first(search->result))->distance)
 	{
-		c->inResult = true;
-		pairingheap_add(search->result, &c->rnode);
-		search->nresult++;
+		HnswTieClass *tie = FindTieClass(search, c->distance, true);
+
+		if (tie != NULL && tie->inResult >= search->tieCap)
+		{
+			c->capped = true;
+			AddPending(search, c);
+			return;
+		}
+		EnterResult(search, c, tie);
 		if (search->nresult > search->ef)
 		{
 			HnswCandidate *worst = pairingheap_container(HnswCandidate, rnode,
 														 pairingheap_remove_first(search->result));
 
 			worst->inResult = false;
-			pairingheap_add(search->pending, &worst->rnode);
+			ReleaseTie(search, worst->distance);
+			AddPending(search, worst);
 			search->nresult--;
 		}
 	}
 	else
-		pairingheap_add(search->pending, &c->rnode);
+		AddPending(search, c);
 }
 
 /* Read the elements at tids[0 .. n) and add them to the search; loaded has room for n */
@@ -961,6 +1089,50 @@ ExpandCandidate(HnswSearch *search, HnswCandidate *c)
 	pfree(loaded);
 }
 
+/*
+ * Whether the batch leaves candidate c, just taken from the candidate heap,
+ * unexpanded: a tie beyond tieCap, or one of the result's elements at a
+ * distance whose class has had tieExpansions expanded in this batch.
+ * Their lists mostly lead to more copies, and on a table of identical
+ * vectors expanding them all would walk the whole graph.  A scan still
+ * expands them while fewer than ef ties wait in the pending heap, so that
+ * the next batch can again start with ties.  A skipped tie goes back into
+ * the candidate heap at the next batch.
+ */
+static bool
+SkipTie(HnswSearch *search, HnswCandidate *c)
+{
+	HnswTieClass *tie = NULL;
+	bool		limited;
+
+	if (c->inResult)
+	{
+		tie = FindTieClass(search, c->distance, false);
+		limited = tie != NULL && tie->expanded >= search->tieExpansions;
+	}
+	else
+		limited = c->capped;
+
+	if (limited && !(search->holdBackTies && search->npendingCapped < search->ef))
+	{
+		if (search->nskippedTies == search->maxskippedTies)
+		{
+			search->maxskippedTies = Max(64, search->maxskippedTies * 2);
+			if (search->skippedTies == NULL)
+				search->skippedTies = MemoryContextAlloc(search->cxt, sizeof(HnswCandidate *) *
+														 search->maxskippedTies);
+			else
+				search->skippedTies = repalloc(search->skippedTies, sizeof(HnswCandidate *) *
+											   search->maxskippedTies);
+		}
+		search->skippedTies[search->nskippedTies++] = c;
+		return true;
+	}
+	if (tie != NULL)
+		tie->expanded++;
+	return false;
+}
+
 /* Start the search from the element at tid (ignored if already visited) */
 void
 HnswSearchAddSeed(HnswSearch *search, ItemPointer tid)
@@ -997,16 +1169,32 @@ HnswSearchBatch(HnswSearch *search, int maxVisited, HnswCandidate **out)
 	MemoryContext oldcxt = MemoryContextSwitchTo(search->cxt);
 	int			n;
 
-	/* 1. Refill the result heap from the pending elements */
+	/*
+	 * 1. Refill the result heap from the pending elements, nearest first and
+	 * regardless of tieCap, so that a scan hands out the ties left pending
+	 * before anything farther.  The ties earlier batches skipped go back
+	 * into the candidate heap.
+	 */
 	while (search->nresult < search->ef && !pairingheap_is_empty(search->pending))
 	{
 		HnswCandidate *c = pairingheap_container(HnswCandidate, rnode,
 												 pairingheap_remove_first(search->pending));
 
-		c->inResult = true;
-		pairingheap_add(search->result, &c->rnode);
-		search->nresult++;
+		if (c->capped)
+			search->npendingCapped--;
+		EnterResult(search, c, FindTieClass(search, c->distance, true));
 	}
+	for (int i = 0; i < search->nskippedTies; i++)
+	{
+		HnswCandidate *c = search->skippedTies[i];
+
+		if (!c->expanded && !c->queued)
+		{
+			pairingheap_add(search->candidates, &c->cnode);
+			c->queued = true;
+		}
+	}
+	search->nskippedTies = 0;
 
 	/*
 	 * Then read the neighbours earlier batches skipped by their bound, so
@@ -1043,17 +1231,23 @@ HnswSearchBatch(HnswSearch *search, int maxVisited, HnswCandidate **out)
 		/*
 		 * A candidate outside the result at the furthest result's distance
 		 * stops the walk too: among many exact duplicates it would otherwise
-		 * run through the whole graph.
+		 * run through the whole graph.  A tie beyond tieCap is skipped
+		 * instead (SkipTie), because other candidates at its distance may
+		 * still be in the result.
 		 */
 		if (search->nresult >= search->ef)
 		{
 			double		furthest = pairingheap_container(HnswCandidate, rnode,
 														 pairingheap_first(search->result))->distance;
 
-			if (c->distance > furthest || (c->distance == furthest && !c->inResult))
+			if (c->distance > furthest ||
+				(c->distance == furthest && !c->inResult && !c->capped))
 				break;
 		}
 		pairingheap_remove_first(search->candidates);
+		c->queued = false;
+		if (SkipTie(search, c))
+			continue;
 		c->expanded = true;
 		ExpandCandidate(search, c);
 	}
@@ -1069,9 +1263,55 @@ HnswSearchBatch(HnswSearch *search, int maxVisited, HnswCandidate **out)
 		out[i] = c;
 	}
 	search->nresult = 0;
+	if (search->ties != NULL)
+		memset(search->ties, 0, sizeof(HnswTieClass) * (search->tieMask + 1));
+
+	/*
+	 * A scan returns rows in distance order, but ties beyond tieCap wait in
+	 * the pending heap.  The batch then ends with the elements at the
+	 * nearest pending distance, and the farther ones go back to pending,
+	 * to follow the ties in a later batch.
+	 */
+	if (search->holdBackTies && n > 0 && !pairingheap_is_empty(search->pending))
+	{
+		double		nearestPending = pairingheap_container(HnswCandidate, rnode,
+														   pairingheap_first(search->pending))->distance;
+		int			keep = 0;
+
+		while (keep < n && out[keep]->distance <= nearestPending)
+			keep++;
+		if (keep > 0)
+		{
+			for (int i = keep; i < n; i++)
+				AddPending(search, out[i]);
+			n = keep;
+		}
+	}
 
 	MemoryContextSwitchTo(oldcxt);
 	return n;
+}
+
+/*
+ * Remove the nearest pending element and return it if it is at most
+ * maxDistance away, else return NULL.  For a caller done with the search,
+ * because the pending heap contains what a batch met but had no room for,
+ * such as the ties beyond tieCap.
+ */
+HnswCandidate *
+HnswSearchPopPending(HnswSearch *search, double maxDistance)
+{
+	HnswCandidate *c;
+
+	if (pairingheap_is_empty(search->pending))
+		return NULL;
+	c = pairingheap_container(HnswCandidate, rnode, pairingheap_first(search->pending));
+	if (!(c->distance <= maxDistance))
+		return NULL;
+	pairingheap_remove_first(search->pending);
+	if (c->capped)
+		search->npendingCapped--;
+	return c;
 }
 
 /*
