@@ -541,7 +541,7 @@ HnswSearchInit(HnswSearch *search, Relation index, HnswMetric metric,
 	search->level = level;
 	search->ef = ef;
 	search->cxt = cxt;
-	search->tieCap = Max(ef / 2, 1);
+	search->tieCap = Max(ef / 8, 1);
 	search->tieExpansions = Max(ef / 8, 1);
 	/* A power of two with room for ef distinct distances at half load */
 	search->tieMask = 15;
