@@ -522,7 +522,7 @@ int			wdc_preprocess_simd = -1;
  * data passes down the lists by compare-exchange.  Then the lanes fold in
  * halves: lists A and B of two lanes give the smallest EDGE_LANE_K of both
  * as min(A[j], B[K - 1 - j]), a bitonic sequence that three rounds of
- * compare-exchange sort (a bitonic merge).  After four folds lane 0 holds
+ * compare-exchange sort (a bitonic merge).  After four folds lane 0 contains
  * the answer.
  *
  * Compare-exchange takes min(a, t) and max(t, a): on equal operands they

@@ -694,10 +694,10 @@ AdoptCopy(Relation index, HnswSearch *search, ItemPointer newtid, ItemPointer q,
  * one a concurrent insert attached to newtid.
  *
  * A list keeps at most HnswMaxCopies copies of one vector.  When tid's list
- * already contains that many, newtid takes the place of one of them, q, and
- * its own list gets the edge to q first (AdoptCopy), so q stays reachable
- * through newtid (and a crash between the two writes leaves an extra edge,
- * never a lost one).  Reverse edges otherwise never displace an older
+ * already contains that many, newtid takes the place of one of them, q.
+ * newtid's own list gets the edge to q first (AdoptCopy), so q stays
+ * reachable through newtid.  A crash between the two writes leaves an
+ * extra edge, never a lost one.  Reverse edges otherwise never displace an older
  * copy (HnswAddReverseEdge).  So every copy keeps an incoming edge from
  * its group however large the group grows: before, the newest copies took
  * the incoming edges of the older ones, and in

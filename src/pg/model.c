@@ -1044,27 +1044,24 @@ WdcModelRun(WdcModelEntry *entry, const float *input, int n, Size *out_per_sampl
 
 		/*
 		 * The plans compute the chosen output alone.  A run of the plan's
-		 * full size writes it straight into the result; a partial one
-		 * (padded below) goes through a buffer.
+		 * full size reads the input in place and writes its output straight
+		 * into the result.  A partial batch is padded with zeros to the
+		 * plan's size, and its output goes through a buffer.
 		 */
 		outputs = palloc0(sizeof(void *) * noutputs);
 		scratch = NULL;
-		if (chunk < (plan == entry->plan ? 1 : entry->batch_size))
-			scratch = palloc_extended(sizeof(float) *
-									  wdc_nn_numel(wdc_nn_plan_output(plan, entry->output_index)),
-									  MCXT_ALLOC_HUGE);
-		outputs[entry->output_index] = scratch ? scratch : output + per_out * done;
-
-		if (chunk < (plan == entry->plan ? 1 : entry->batch_size))
+		inputs[0] = input + per_in * done;
+		if (plan == entry->batch_plan && chunk < entry->batch_size)
 		{
-			/* a partial batch: pad the input with zeros to the plan's size */
 			float	   *padded = palloc0(sizeof(float) * per_in * entry->batch_size);
 
 			memcpy(padded, input + per_in * done, sizeof(float) * per_in * chunk);
 			inputs[0] = padded;
+			scratch = palloc_extended(sizeof(float) *
+									  wdc_nn_numel(wdc_nn_plan_output(plan, entry->output_index)),
+									  MCXT_ALLOC_HUGE);
 		}
-		else
-			inputs[0] = input + per_in * done;
+		outputs[entry->output_index] = scratch ? scratch : output + per_out * done;
 
 		if (wdc_nn_run(&entry->env, plan, inputs, outputs) != WDC_OK)
 			WdcFitsRaise(&entry->error);

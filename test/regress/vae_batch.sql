@@ -34,7 +34,7 @@ LANGUAGE sql AS $$
 	WHERE r.id <= n
 $$;
 
--- FITS bytea[] form, sizes 1, 7 (batch-1 plan), 20, 64 and 100 (batch-64 plan)
+-- FITS bytea[] form, sizes 1, 7, 20 (batch-1 plan), 64 and 100 (batch-64 plan)
 SELECT s AS batch, c.*
 FROM unnest(ARRAY[1, 7, 20, 64, 100]) s,
      pg_temp.vb_check(wdc.encode_batch('vae_batch_enc', :enc,
