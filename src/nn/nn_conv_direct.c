@@ -93,6 +93,7 @@ struct NnConvDirect
 	float	   *wpack;			/* [G][nmb][kt][nm], zero past M / G */
 	float	   *bias;			/* [G][nmb][nm] */
 	int32_t    *off;			/* [kt]: offset of each pair's plane row 0 */
+	NnConvWino *wino;			/* the Winograd kernel runs instead, or NULL */
 };
 
 static int
@@ -364,6 +365,12 @@ nn_conv_direct_pack(NnConvDirect *d, const float *w, const float *b)
 	int64_t		mg = d->g.M / d->g.G;
 	int64_t		nm = d->nm;
 
+	if (d->wino)
+	{
+		nn_conv_wino_pack(d->wino, w, b);
+		return;
+	}
+
 	for (int64_t grp = 0; grp < d->g.G; grp++)
 		for (int64_t mb = 0; mb < d->nmb; mb++)
 		{
@@ -405,6 +412,23 @@ nn_conv_direct_plan(NnCtx *c, const NnConvGeom *g, const float *w,
 	*scratch = 0;
 	if (nn_conv_kernel == NN_CONV_IM2COL || isa == DC_ISA_NONE || w == NULL)
 		return WDC_OK;
+	if (nn_conv_kernel == NN_CONV_AUTO || nn_conv_kernel == NN_CONV_WINOGRAD)
+	{
+		size_t		wscratch;
+
+		bytes = nn_conv_wino_bytes(g, nn_conv_kernel == NN_CONV_WINOGRAD, &wscratch);
+		if (bytes > 0)
+		{
+			d = wdc_alloc0(c->env, sizeof(NnConvDirect) + bytes);
+			if (d == NULL)
+				return wdc_error(c->env, WDC_ERR_NOMEM, "out of memory planning model");
+			d->g = *g;
+			d->wino = nn_conv_wino_init(d + 1, g, w, b);
+			*out = d;
+			*scratch = wscratch;
+			return WDC_OK;
+		}
+	}
 	if (nn_conv_kernel == NN_CONV_DIRECT_AVX2)
 	{
 		if (isa < DC_ISA_AVX2)
@@ -510,6 +534,12 @@ nn_conv_direct_plan(NnCtx *c, const NnConvGeom *g, const float *w,
 	return WDC_OK;
 }
 
+int
+nn_conv_direct_winograd(const NnConvDirect *d)
+{
+	return d->wino != NULL;
+}
+
 /* Run the tiles with the plan's instruction set. */
 static void
 run_isa(const NnConvDirect *d, const float *planes, int64_t nimg, float *y,
@@ -530,6 +560,11 @@ nn_conv_direct_run(const NnConvDirect *d, const float *x, float *y,
 	int64_t		in_image = d->g.C * d->g.H * d->g.W;
 	int64_t		out_image = d->g.M * d->g.OH * d->g.OW;
 
+	if (d->wino)
+	{
+		nn_conv_wino_run(d->wino, x, y, nimg, act, alpha, scratch);
+		return;
+	}
 	if (d->identity)
 	{
 		run_isa(d, x, nimg, y, act, alpha);

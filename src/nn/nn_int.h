@@ -243,13 +243,17 @@ extern void nn_sgemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k,
 
 /*
  * Kernel choice for Conv, read when a step is planned.  AUTO runs the
- * direct kernel wherever it can run (constant weights, an AVX2 or AVX-512
- * CPU), DIRECT_AVX2 likewise but with the AVX2 kernel, and IM2COL never.
- * The last two exist for tests and benchmarks.
+ * Winograd kernel (nn_conv_wino.c) where it applies and saves arithmetic,
+ * else the direct kernel wherever it can run (constant weights, an AVX2 or
+ * AVX-512 CPU).  DIRECT never runs the Winograd kernel, DIRECT_AVX2 runs
+ * the direct kernel with AVX2, WINOGRAD runs the Winograd kernel wherever
+ * its geometry allows (any batch), and IM2COL runs neither.  All but AUTO
+ * exist for tests and benchmarks.
  */
 enum
 {
-	NN_CONV_AUTO, NN_CONV_IM2COL, NN_CONV_DIRECT_AVX2
+	NN_CONV_AUTO, NN_CONV_IM2COL, NN_CONV_DIRECT_AVX2, NN_CONV_DIRECT,
+	NN_CONV_WINOGRAD
 };
 extern int	nn_conv_kernel;
 
@@ -292,5 +296,24 @@ extern void nn_conv_direct_pack(NnConvDirect *d, const float *w,
 extern void nn_conv_direct_run(const NnConvDirect *d, const float *x,
 							   float *y, int64_t nimg, int act, float alpha,
 							   float *scratch);
+
+/* nn_conv_wino.c: used through nn_conv_direct_plan and its run and pack. */
+typedef struct NnConvWino NnConvWino;
+
+/*
+ * Bytes of a Winograd plan for g, or 0 where the kernel does not apply
+ * (force: wherever the geometry allows); *scratch gets a run's bytes.
+ */
+extern size_t nn_conv_wino_bytes(const NnConvGeom *g, int force,
+								 size_t *scratch);
+/* Set up a plan in mem (nn_conv_wino_bytes bytes) with packed weights. */
+extern NnConvWino *nn_conv_wino_init(void *mem, const NnConvGeom *g,
+									 const float *w, const float *b);
+extern void nn_conv_wino_pack(NnConvWino *wg, const float *w, const float *b);
+/* Whether a direct-kernel plan runs the Winograd kernel (for tests). */
+extern int	nn_conv_direct_winograd(const NnConvDirect *d);
+extern void nn_conv_wino_run(const NnConvWino *wg, const float *x, float *y,
+							 int64_t nimg, int act, float alpha,
+							 float *scratch);
 
 #endif							/* WDC_NN_INT_H */

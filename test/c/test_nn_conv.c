@@ -112,6 +112,21 @@ direct_steps(const WdcNnPlan *plan)
 	return n;
 }
 
+/* Plans run by run_geom whose Conv ran the Winograd kernel. */
+static int	wino_plans = 0;
+
+static int
+wino_steps(const WdcNnPlan *plan)
+{
+	int			n = 0;
+
+	for (int i = 0; i < plan->n_steps; i++)
+		if (!plan->steps[i].skip && plan->steps[i].direct &&
+			nn_conv_direct_winograd(plan->steps[i].direct))
+			n++;
+	return n;
+}
+
 static void
 run_geom(const ConvGeom *g, const char *label, int *bad, int *direct,
 		 char *why, size_t whylen)
@@ -189,6 +204,7 @@ run_geom(const ConvGeom *g, const char *label, int *bad, int *direct,
 		double		scale = 0;
 
 		*direct += direct_steps(plan) > 0;
+		wino_plans += wino_steps(plan) > 0;
 		reference(g, oh_n, ow_n, x, w, bias, ref);
 		for (size_t i = 0; i < ny; i++)
 			scale = fmax(scale, fabs(ref[i]));
@@ -464,6 +480,125 @@ sweep(int kernel, const char *name, int want_direct)
 	nn_conv_kernel = NN_CONV_AUTO;
 }
 
+/*
+ * The Winograd kernel, forced, on geometries it accepts: phase kernels of
+ * 2x2 and 3x3 taps from kernels 2 to 9 with strides 1 to 3, odd output
+ * sizes (partial tiles), batches that leave lanes of the last 16-image
+ * chunk empty, more output channels than a product tile, and the layers
+ * of the reference encoder at batch 64.  Then which kernel AUTO picks.
+ */
+static void
+sweep_winograd(void)
+{
+	static const ConvGeom fixed[] = {
+		/* reference encoder, layers 2 and 3 (4x4 stride 2 pad 1) */
+		{64, 16, 16, 16, 32, 1, 4, 4, 2, 2, 1, 1, 1, 1, 1, 1},
+		{64, 32, 8, 8, 64, 1, 4, 4, 2, 2, 1, 1, 1, 1, 1, 1},
+		/* 3x3 "same", 17 images: one full chunk and one of a single image */
+		{17, 8, 9, 9, 13, 1, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1},
+		/* 3x3 stride 2 (r = 2 with zero taps), odd sizes */
+		{5, 3, 13, 11, 7, 1, 3, 3, 2, 2, 1, 1, 1, 1, 1, 1},
+		/* 2x2 stride 1 without pads, non-square */
+		{20, 5, 7, 12, 6, 1, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0},
+		/* 6x6 and 6x5 stride 2 (r = 3; 6x5 has a column of zero taps) */
+		{3, 2, 15, 14, 9, 1, 6, 6, 2, 2, 1, 1, 2, 2, 2, 2},
+		{33, 4, 10, 11, 5, 1, 6, 5, 2, 2, 1, 1, 1, 2, 2, 1},
+		/* stride 3, kernel 6 (r = 2) */
+		{16, 2, 14, 14, 4, 1, 6, 6, 3, 3, 1, 1, 2, 2, 2, 2},
+		/* one output pixel */
+		{16, 3, 3, 3, 2, 1, 3, 3, 1, 1, 1, 1, 0, 0, 0, 0},
+	};
+	int			bad = 0,
+				direct = 0,
+				total = 0;
+	char		why[512] = "",
+				label[300],
+				geom[256];
+
+	nn_conv_kernel = NN_CONV_WINOGRAD;
+	rng_state = 0x2545F4914F6CDD1DULL;
+	wino_plans = 0;
+	for (size_t i = 0; i < sizeof(fixed) / sizeof(fixed[0]); i++)
+	{
+		int			before = bad;
+
+		describe(&fixed[i], geom, sizeof(geom));
+		snprintf(label, sizeof(label), "winograd: %s", geom);
+		run_geom(&fixed[i], label, &bad, &direct, why, sizeof(why));
+		total++;
+		wdc_test_case(label, bad == before, why);
+	}
+	bad = 0;
+	while (total < 309)
+	{
+		ConvGeom	g;
+		int64_t		r = pick(2, 3);
+
+		g.group = 1;
+		g.dh = g.dw = 1;
+		g.sh = pick(1, 3);
+		g.sw = pick(1, 3);
+		/* ceil(k / s) = r */
+		g.kh = (r - 1) * g.sh + pick(1, g.sh);
+		g.kw = (r - 1) * g.sw + pick(1, g.sw);
+		g.c = pick(1, 12);
+		g.m = pick(1, 14);
+		g.h = pick(1, 17);
+		g.w = pick(1, 17);
+		g.pt = pick(0, g.kh - 1);
+		g.pb = pick(0, g.kh - 1);
+		g.pl = pick(0, g.kw - 1);
+		g.pr = pick(0, g.kw - 1);
+		g.n = pick(1, 3) == 1 ? pick(1, 3) : pick(14, 40);
+		if (g.h + g.pt + g.pb < g.kh || g.w + g.pl + g.pr < g.kw)
+			continue;
+		describe(&g, geom, sizeof(geom));
+		snprintf(label, sizeof(label), "winograd: %s", geom);
+		run_geom(&g, label, &bad, &direct, why, sizeof(why));
+		total++;
+	}
+	wdc_test_case("winograd: 300 random geometries match the direct convolution",
+				  bad == 0, why);
+	snprintf(why, sizeof(why), "%d of %d plans ran the Winograd kernel", wino_plans, total);
+	wdc_test_case("winograd: kernel used", wino_plans == total, why);
+	test_sliced_chain("winograd");
+
+	/*
+	 * AUTO: the encoder's 4x4 stride-2 layer at batch 64 takes the
+	 * Winograd kernel; at batch 8, with 3x3 stride 2 (no arithmetic
+	 * saved) and with 2 phase channels it keeps the direct kernel.
+	 */
+	{
+		static const ConvGeom autos[] = {
+			{64, 16, 16, 16, 32, 1, 4, 4, 2, 2, 1, 1, 1, 1, 1, 1},
+			{8, 16, 16, 16, 32, 1, 4, 4, 2, 2, 1, 1, 1, 1, 1, 1},
+			{64, 16, 16, 16, 32, 1, 3, 3, 2, 2, 1, 1, 1, 1, 1, 1},
+			{64, 2, 16, 16, 32, 1, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1},
+		};
+		static const int want[] = {1, 0, 0, 0};
+		int			ok = 1;
+
+		nn_conv_kernel = NN_CONV_AUTO;
+		bad = 0;
+		why[0] = '\0';
+		for (int i = 0; i < 4; i++)
+		{
+			int			before = wino_plans;
+
+			describe(&autos[i], geom, sizeof(geom));
+			run_geom(&autos[i], geom, &bad, &direct, why, sizeof(why));
+			if ((wino_plans > before) != want[i])
+			{
+				ok = 0;
+				snprintf(why, sizeof(why), "%s: Winograd %s", geom,
+						 want[i] ? "not used" : "used");
+			}
+		}
+		wdc_test_case("auto: Winograd only where it saves arithmetic", ok && bad == 0, why);
+	}
+	nn_conv_kernel = NN_CONV_AUTO;
+}
+
 int
 main(void)
 {
@@ -476,9 +611,12 @@ main(void)
 	else
 		wdc_test_case("direct avx2: skipped, the CPU lacks AVX2 or FMA", 1, "");
 	if (__builtin_cpu_supports("avx512f"))
-		sweep(NN_CONV_AUTO, "direct avx512", 1);
+	{
+		sweep(NN_CONV_DIRECT, "direct avx512", 1);
+		sweep_winograd();
+	}
 	else
-		wdc_test_case("direct avx512: skipped, the CPU lacks AVX-512F", 1, "");
+		wdc_test_case("direct avx512 and winograd: skipped, the CPU lacks AVX-512F", 1, "");
 #endif
 	return wdc_test_summary();
 }

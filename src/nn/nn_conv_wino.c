@@ -1,0 +1,670 @@
+/*
+ * nn_conv_wino.c
+ *	  Winograd convolution F(2x2, r x r) with AVX-512F, for Conv steps with
+ *	  constant weights in plans of 16 images or more.
+ *
+ * Phases.  A convolution with strides SH, SW is a sum over SH * SW phase
+ * planes of a stride-1 convolution:
+ *	  P[c][rh][rw][u][v] = x_padded[u * SH + rh][v * SW + rw]
+ *	  w'[m][c][rh][rw][a][b] = w[m][c][a * SH + rh][b * SW + rw]
+ * (zero where a * SH + rh >= KH or b * SW + rw >= KW), and y[m][oh][ow]
+ * sums w' * P[.][oh + a][ow + b] over the K = C * SH * SW phase channels
+ * and the r x r taps, r = ceil(KH / SH) = ceil(KW / SW).  A 4x4 kernel
+ * with stride 2 gives r = 2, a 3x3 kernel with stride 1 r = 3.
+ *
+ * Winograd.  F(2, r) computes two outputs of an r-tap correlation from
+ * alpha = r + 1 inputs with alpha products instead of 2 * r (Lavin and
+ * Gray, 2016).  In 2-D, each 2x2 output tile takes alpha^2 products per
+ * (input, output) channel pair instead of 4 * r^2: 9 instead of 16 for
+ * r = 2, 16 instead of 36 for r = 3.  With the input tile d (alpha x
+ * alpha) and kernel g (r x r) of one pair,
+ *	  Y = A^T [ (G g G^T) (.) (B^T d B) ] A,
+ * and summing the products over the K phase channels before the output
+ * transform turns the middle step into alpha^2 independent matrix
+ * products: M[xi] (M x tiles) = U[xi] (M x K) * V[xi] (K x tiles).  For
+ * r = 2 and 3 the transforms B and A hold only 0 and +-1, so they add
+ * rounding of the same order as a direct sum; G holds 1/2 for r = 3 and
+ * is applied to the weights once, in double, at plan time.
+ *
+ * Layout.  Images go through in chunks of 16, one per vector lane: the
+ * chunk's input is transposed to [C][H][W][16], so every transform step is
+ * one vector operation on 16 images, and the output is transposed back
+ * from [M][OH][OW][16].  The products run over groups of WG_TILES output
+ * tiles, so a group's V (alpha^2 x K rows of WG_TILES * 16 floats) stays
+ * near the core, in a tile of WG_TILES vectors by WG_NM output channels
+ * of accumulators, the same register blocking as the direct kernel.  A
+ * chunk of fewer than 16 images computes zeros in its empty lanes.
+ *
+ * NOTE: AVX-512 only.  With AVX2, or for other geometries, the direct
+ * kernel (nn_conv_direct.c) runs.
+ */
+#include "nn/nn_int.h"
+
+#include <string.h>
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#define NN_WG_X86 1
+#include <immintrin.h>
+#endif
+
+#define WG_LANES 16				/* images per chunk, one per vector lane */
+#define WG_TILES 4				/* output tiles per group: pixel vectors of a
+								 * product tile */
+#define WG_NM 6					/* output channels of a product tile */
+#define WG_ROW (WG_LANES * WG_TILES)	/* floats per row of V and M */
+#define WG_MAX_ALPHA 4
+
+/* Largest scratch a plan may ask for; larger layers keep the direct kernel. */
+#define WG_MAX_SCRATCH ((size_t) 256 << 20)
+
+struct NnConvWino
+{
+	NnConvGeom	g;
+	int			r;				/* taps per phase kernel side, 2 or 3 */
+	int			alpha;			/* r + 1: inputs per tile side */
+	int64_t		K;				/* phase channels C * SH * SW */
+	int64_t		nmb;			/* output channel blocks of WG_NM */
+	int64_t		TY,
+				TX;				/* output tiles per column and row */
+	/* scratch offsets, in floats */
+	size_t		off_v,
+				off_m,
+				off_y;
+	float	   *u;				/* [alpha^2][nmb][K][WG_NM], zero past M */
+	float	   *bias;			/* [M] */
+};
+
+/* Whole floats from bytes, rounded up to 64 bytes. */
+static size_t
+floats64(size_t floats)
+{
+	return (floats + 15) / 16 * 16;
+}
+
+/*
+ * Bytes of the plan (struct and packed weights) for geometry g, or 0 when
+ * this kernel does not apply; *scratch gets the bytes a run needs.  force
+ * skips the checks of benefit (batch size, phase channels, arithmetic
+ * saved), so tests can reach the kernel on small geometries.
+ */
+size_t
+nn_conv_wino_bytes(const NnConvGeom *g, int force, size_t *scratch)
+{
+	int64_t		r,
+				alpha,
+				K,
+				TY,
+				TX,
+				nmb;
+	size_t		x16,
+				v,
+				m,
+				y16,
+				u,
+				total;
+
+	*scratch = 0;
+#ifndef NN_WG_X86
+	return 0;
+#else
+	__builtin_cpu_init();
+	if (!__builtin_cpu_supports("avx512f"))
+		return 0;
+	if (g->G != 1 || g->DH != 1 || g->DW != 1 || g->SH < 1 || g->SW < 1 ||
+		g->OH < 1 || g->OW < 1 || g->M < 1)
+		return 0;
+	r = (g->KH + g->SH - 1) / g->SH;
+	if (r != (g->KW + g->SW - 1) / g->SW || (r != 2 && r != 3))
+		return 0;
+	alpha = r + 1;
+	TY = (g->OH + 1) / 2;
+	TX = (g->OW + 1) / 2;
+	if (g->C > INT32_MAX || g->SH > 64 || g->SW > 64 || g->M > INT32_MAX ||
+		g->H > INT32_MAX || g->W > INT32_MAX)
+		return 0;
+	K = g->C * g->SH * g->SW;
+	nmb = (g->M + WG_NM - 1) / WG_NM;
+	if (!force)
+	{
+		double		wino = (double) TY * TX * alpha * alpha * K * g->M,
+					direct = (double) g->OH * g->OW * g->C * g->KH * g->KW * g->M;
+
+		/*
+		 * Below 16 images lanes stay empty; with few phase channels the
+		 * transforms cost as much as the products they save.
+		 */
+		if (g->N < WG_LANES || K < 16 || 4 * wino > 3 * direct)
+			return 0;
+	}
+	if (!wdc_size_mul((size_t) g->C * g->H, (size_t) g->W * WG_LANES, &x16) ||
+		!wdc_size_mul((size_t) (alpha * alpha) * K, WG_ROW, &v) ||
+		!wdc_size_mul((size_t) (alpha * alpha) * g->M, WG_ROW, &m) ||
+		!wdc_size_mul((size_t) g->M * g->OH, (size_t) g->OW * WG_LANES, &y16) ||
+		!wdc_size_mul((size_t) (alpha * alpha) * nmb * WG_NM, (size_t) K, &u))
+		return 0;
+	total = floats64(x16) + floats64(v) + floats64(m) + floats64(y16);
+	if (total > WG_MAX_SCRATCH / sizeof(float) ||
+		u > WG_MAX_SCRATCH / sizeof(float))
+		return 0;
+	*scratch = total * sizeof(float) + 64;
+	return sizeof(NnConvWino) + 64 + (u + (size_t) g->M) * sizeof(float);
+#endif
+}
+
+/*
+ * Set up the plan in wg, which has nn_conv_wino_bytes(g, ...) bytes, and
+ * pack weights w [M][C][KH][KW] and bias b (or NULL).
+ */
+NnConvWino *
+nn_conv_wino_init(void *mem, const NnConvGeom *g, const float *w,
+				  const float *b)
+{
+	NnConvWino *wg = mem;
+	size_t		x16,
+				v,
+				m;
+
+	memset(wg, 0, sizeof(*wg));
+	wg->g = *g;
+	wg->r = (int) ((g->KH + g->SH - 1) / g->SH);
+	wg->alpha = wg->r + 1;
+	wg->K = g->C * g->SH * g->SW;
+	wg->nmb = (g->M + WG_NM - 1) / WG_NM;
+	wg->TY = (g->OH + 1) / 2;
+	wg->TX = (g->OW + 1) / 2;
+	x16 = floats64((size_t) (g->C * g->H * g->W * WG_LANES));
+	v = floats64((size_t) (wg->alpha * wg->alpha * wg->K * WG_ROW));
+	m = floats64((size_t) (wg->alpha * wg->alpha * g->M * WG_ROW));
+	wg->off_v = x16;
+	wg->off_m = x16 + v;
+	wg->off_y = x16 + v + m;
+	/* 64-byte aligned weights after the struct */
+	wg->u = (float *) (((uintptr_t) (wg + 1) + 63) & ~(uintptr_t) 63);
+	wg->bias = wg->u + (size_t) (wg->alpha * wg->alpha) * wg->nmb * WG_NM * wg->K;
+	nn_conv_wino_pack(wg, w, b);
+	return wg;
+}
+
+/* Rows of G: the kernel transform, alpha x r, for r = 2 and 3. */
+static const double wg_g2[3][3] = {{1, 0, 0}, {1, 1, 0}, {0, 1, 0}};
+static const double wg_g3[4][3] = {{1, 0, 0}, {0.5, 0.5, 0.5}, {0.5, -0.5, 0.5},
+{0, 0, 1}};
+
+void
+nn_conv_wino_pack(NnConvWino *wg, const float *w, const float *b)
+{
+	const NnConvGeom *g = &wg->g;
+	int			r = wg->r,
+				alpha = wg->alpha;
+	const double (*gm)[3] = r == 2 ? wg_g2 : wg_g3;
+
+	for (int64_t mo = 0; mo < wg->nmb * WG_NM; mo++)
+	{
+		int64_t		mb = mo / WG_NM,
+					j = mo % WG_NM;
+
+		for (int64_t c = 0; c < g->C; c++)
+			for (int64_t rh = 0; rh < g->SH; rh++)
+				for (int64_t rw = 0; rw < g->SW; rw++)
+				{
+					int64_t		k = (c * g->SH + rh) * g->SW + rw;
+					double		gk[3][3] = {{0}},
+								t[WG_MAX_ALPHA][3],
+								u[WG_MAX_ALPHA][WG_MAX_ALPHA];
+
+					/* the phase kernel w'[mo][k], zero past the kernel */
+					for (int a = 0; a < r && mo < g->M; a++)
+						for (int bb = 0; bb < r; bb++)
+						{
+							int64_t		kh = a * g->SH + rh,
+										kw = bb * g->SW + rw;
+
+							if (kh < g->KH && kw < g->KW)
+								gk[a][bb] = w[((mo * g->C + c) * g->KH + kh) * g->KW + kw];
+						}
+					/* U = G gk G^T */
+					for (int p = 0; p < alpha; p++)
+						for (int bb = 0; bb < r; bb++)
+						{
+							t[p][bb] = 0;
+							for (int a = 0; a < r; a++)
+								t[p][bb] += gm[p][a] * gk[a][bb];
+						}
+					for (int p = 0; p < alpha; p++)
+						for (int q = 0; q < alpha; q++)
+						{
+							u[p][q] = 0;
+							for (int bb = 0; bb < r; bb++)
+								u[p][q] += t[p][bb] * gm[q][bb];
+							wg->u[(((p * alpha + q) * wg->nmb + mb) * wg->K + k) * WG_NM + j] =
+								(float) u[p][q];
+						}
+				}
+	}
+	for (int64_t mo = 0; mo < g->M; mo++)
+		wg->bias[mo] = b ? b[mo] : 0.0f;
+}
+
+#ifdef NN_WG_X86
+
+#define WG_TARGET __attribute__((target("avx512f")))
+
+/*
+ * Transpose 16 rows of 16 floats in place: row i lane j becomes row j
+ * lane i.  Interleave 32-bit, then 64-bit elements within 128-bit lanes,
+ * then move 128-bit lanes in two steps.
+ */
+static inline __attribute__((always_inline)) WG_TARGET void
+transpose16(__m512 *row)
+{
+	__m512		t[16],
+				u[16];
+
+	for (int i = 0; i < 16; i += 2)
+	{
+		t[i] = _mm512_unpacklo_ps(row[i], row[i + 1]);
+		t[i + 1] = _mm512_unpackhi_ps(row[i], row[i + 1]);
+	}
+	/* u[4g + e], 128-bit lane L: rows 4g .. 4g + 3 of column 4L + e */
+	for (int gi = 0; gi < 16; gi += 4)
+	{
+		__m512d		a0 = _mm512_castps_pd(t[gi]),
+					a1 = _mm512_castps_pd(t[gi + 1]),
+					a2 = _mm512_castps_pd(t[gi + 2]),
+					a3 = _mm512_castps_pd(t[gi + 3]);
+
+		u[gi] = _mm512_castpd_ps(_mm512_unpacklo_pd(a0, a2));
+		u[gi + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a0, a2));
+		u[gi + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(a1, a3));
+		u[gi + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(a1, a3));
+	}
+	for (int e = 0; e < 4; e++)
+	{
+		__m512		v0 = _mm512_shuffle_f32x4(u[e], u[4 + e], 0x44),
+					v1 = _mm512_shuffle_f32x4(u[e], u[4 + e], 0xEE),
+					w0 = _mm512_shuffle_f32x4(u[8 + e], u[12 + e], 0x44),
+					w1 = _mm512_shuffle_f32x4(u[8 + e], u[12 + e], 0xEE);
+
+		row[e] = _mm512_shuffle_f32x4(v0, w0, 0x88);
+		row[4 + e] = _mm512_shuffle_f32x4(v0, w0, 0xDD);
+		row[8 + e] = _mm512_shuffle_f32x4(v1, w1, 0x88);
+		row[12 + e] = _mm512_shuffle_f32x4(v1, w1, 0xDD);
+	}
+}
+
+/*
+ * x16[f][i] = x[i * per + f] for the n (1 to 16) images of a chunk, zero
+ * in lanes n .. 15.
+ */
+static WG_TARGET void
+transpose_in(const float *x, int64_t n, int64_t per, float *x16)
+{
+	int64_t		f0 = 0;
+
+	for (; f0 + 16 <= per; f0 += 16)
+	{
+		__m512		row[16];
+
+		for (int i = 0; i < 16; i++)
+			row[i] = i < n ? _mm512_loadu_ps(x + i * per + f0) : _mm512_setzero_ps();
+		transpose16(row);
+		for (int j = 0; j < 16; j++)
+			_mm512_storeu_ps(x16 + (f0 + j) * 16, row[j]);
+	}
+	for (; f0 < per; f0++)
+		for (int i = 0; i < 16; i++)
+			x16[f0 * 16 + i] = i < n ? x[i * per + f0] : 0.0f;
+}
+
+/* y[i * per + f] = y16[f][i] for the n images of a chunk. */
+static WG_TARGET void
+transpose_out(const float *y16, int64_t n, int64_t per, float *y)
+{
+	int64_t		f0 = 0;
+
+	for (; f0 + 16 <= per; f0 += 16)
+	{
+		__m512		row[16];
+
+		for (int j = 0; j < 16; j++)
+			row[j] = _mm512_loadu_ps(y16 + (f0 + j) * 16);
+		transpose16(row);
+		for (int i = 0; i < n; i++)
+			_mm512_storeu_ps(y + i * per + f0, row[i]);
+	}
+	for (; f0 < per; f0++)
+		for (int i = 0; i < n; i++)
+			y[i * per + f0] = y16[f0 * 16 + i];
+}
+
+/* B^T applied to alpha vectors d[0], d[s], d[2s], ... in place. */
+static inline __attribute__((always_inline)) WG_TARGET void
+bt(__m512 *d, int s, int r)
+{
+	__m512		d0 = d[0],
+				d1 = d[s],
+				d2 = d[2 * s];
+
+	if (r == 2)
+	{
+		d[0] = _mm512_sub_ps(d0, d1);
+		d[2 * s] = _mm512_sub_ps(d2, d1);
+	}
+	else
+	{
+		__m512		d3 = d[3 * s];
+
+		d[0] = _mm512_sub_ps(d0, d2);
+		d[s] = _mm512_add_ps(d1, d2);
+		d[2 * s] = _mm512_sub_ps(d2, d1);
+		d[3 * s] = _mm512_sub_ps(d1, d3);
+	}
+}
+
+/* A^T applied to alpha vectors m[0], m[s], ...: two outputs, o[0], o[os]. */
+static inline __attribute__((always_inline)) WG_TARGET void
+at(const __m512 *m, int s, int r, __m512 *o, int os)
+{
+	if (r == 2)
+	{
+		o[0] = _mm512_add_ps(m[0], m[s]);
+		o[os] = _mm512_add_ps(m[s], m[2 * s]);
+	}
+	else
+	{
+		o[0] = _mm512_add_ps(_mm512_add_ps(m[0], m[s]), m[2 * s]);
+		o[os] = _mm512_sub_ps(_mm512_sub_ps(m[s], m[2 * s]), m[3 * s]);
+	}
+}
+
+/*
+ * V for tiles t0 .. t0 + nt - 1 of the chunk in x16:
+ * v[(xi * K + k) * WG_ROW + s * 16 + lane] for tile t0 + s.  r is a
+ * constant after inlining, so the tile's alpha^2 vectors stay in
+ * registers.
+ */
+static inline __attribute__((always_inline)) WG_TARGET void
+input_transform_r(const NnConvWino *wg, const int r, const float *x16,
+				  int64_t t0, int nt, float *v)
+{
+	const NnConvGeom *g = &wg->g;
+	const int	alpha = r + 1;
+	int64_t		xi_stride = wg->K * WG_ROW;
+	int64_t		SH = g->SH,
+				SW = g->SW,
+				H = g->H,
+				W = g->W;
+
+	for (int s = 0; s < nt; s++)
+	{
+		int64_t		ty = (t0 + s) / wg->TX,
+					tx = (t0 + s) % wg->TX;
+		/* input row and column of tap (0, 0) in phase (0, 0) */
+		int64_t		h0 = 2 * ty * SH - g->PT,
+					w0 = 2 * tx * SW - g->PL;
+		/* every tap of every phase inside the image */
+		int			inside = h0 >= 0 && w0 >= 0 &&
+			h0 + r * SH + SH - 1 < H && w0 + r * SW + SW - 1 < W;
+		float	   *dst = v + s * 16;
+
+		for (int64_t c = 0; c < g->C; c++)
+			for (int64_t rh = 0; rh < SH; rh++)
+				for (int64_t rw = 0; rw < SW; rw++)
+				{
+					int64_t		k = (c * SH + rh) * SW + rw;
+					/* offset of tap (0, 0), outside x16 when h0 or w0 < 0 */
+					int64_t		base = ((c * H + h0 + rh) * W + w0 + rw) * 16;
+					__m512		d[WG_MAX_ALPHA * WG_MAX_ALPHA];
+
+					if (inside)
+					{
+#pragma GCC unroll 4
+						for (int i = 0; i < alpha; i++)
+#pragma GCC unroll 4
+							for (int j = 0; j < alpha; j++)
+								d[i * alpha + j] =
+									_mm512_loadu_ps(x16 + base + (i * SH * W + j * SW) * 16);
+					}
+					else
+					{
+#pragma GCC unroll 4
+						for (int i = 0; i < alpha; i++)
+#pragma GCC unroll 4
+							for (int j = 0; j < alpha; j++)
+							{
+								int64_t		h = h0 + rh + i * SH,
+											w = w0 + rw + j * SW;
+
+								d[i * alpha + j] = h >= 0 && h < H && w >= 0 && w < W ?
+									_mm512_loadu_ps(x16 + base + (i * SH * W + j * SW) * 16) :
+									_mm512_setzero_ps();
+							}
+					}
+#pragma GCC unroll 4
+					for (int j = 0; j < alpha; j++)
+						bt(d + j, alpha, r);
+#pragma GCC unroll 4
+					for (int i = 0; i < alpha; i++)
+						bt(d + i * alpha, 1, r);
+#pragma GCC unroll 16
+					for (int xi = 0; xi < alpha * alpha; xi++)
+						_mm512_storeu_ps(dst + xi * xi_stride + k * WG_ROW, d[xi]);
+				}
+	}
+}
+
+static WG_TARGET void
+input_transform(const NnConvWino *wg, const float *x16, int64_t t0, int nt,
+				float *v)
+{
+	if (wg->r == 2)
+		input_transform_r(wg, 2, x16, t0, nt, v);
+	else
+		input_transform_r(wg, 3, x16, t0, nt, v);
+}
+
+/*
+ * One product tile: np vectors of tiles by bw output channels over the K
+ * phase channels.  v points at row 0 of V[xi], u at the block's packed
+ * weights [K][WG_NM], out at row 0 of M[xi] for the block's first channel.
+ * np and bw are constants after inlining.
+ */
+static inline __attribute__((always_inline)) WG_TARGET void
+product_tile(int np, int bw, const float *v, const float *u, int64_t K,
+			 float *out)
+{
+	__m512		acc[WG_TILES][WG_NM];
+
+	/* fully unrolled, so the accumulators stay in registers */
+#pragma GCC unroll 4
+	for (int j = 0; j < np; j++)
+#pragma GCC unroll 6
+		for (int m = 0; m < bw; m++)
+			acc[j][m] = _mm512_setzero_ps();
+	for (int64_t k = 0; k < K; k++)
+	{
+		__m512		x[WG_TILES];
+		const float *uk = u + k * WG_NM;
+
+#pragma GCC unroll 4
+		for (int j = 0; j < np; j++)
+			x[j] = _mm512_loadu_ps(v + k * WG_ROW + j * 16);
+#pragma GCC unroll 6
+		for (int m = 0; m < bw; m++)
+		{
+			__m512		wv = _mm512_set1_ps(uk[m]);
+
+#pragma GCC unroll 4
+			for (int j = 0; j < np; j++)
+				acc[j][m] = _mm512_fmadd_ps(x[j], wv, acc[j][m]);
+		}
+	}
+#pragma GCC unroll 4
+	for (int j = 0; j < np; j++)
+#pragma GCC unroll 6
+		for (int m = 0; m < bw; m++)
+			_mm512_storeu_ps(out + m * WG_ROW + j * 16, acc[j][m]);
+}
+
+#define WG_PT(np, bw) product_tile(np, bw, v, u, K, out)
+#define WG_BW_CASES(np) \
+	switch (bw) \
+	{ \
+		case 1: WG_PT(np, 1); break; \
+		case 2: WG_PT(np, 2); break; \
+		case 3: WG_PT(np, 3); break; \
+		case 4: WG_PT(np, 4); break; \
+		case 5: WG_PT(np, 5); break; \
+		default: WG_PT(np, 6); break; \
+	}
+
+/* Dispatch product_tile with np (1 to WG_TILES) and bw (1 to WG_NM) constant. */
+static WG_TARGET void
+product_block(int np, int bw, const float *v, const float *u, int64_t K,
+			  float *out)
+{
+	switch (np)
+	{
+		case 1:
+			WG_BW_CASES(1);
+			break;
+		case 2:
+			WG_BW_CASES(2);
+			break;
+		case 3:
+			WG_BW_CASES(3);
+			break;
+		default:
+			WG_BW_CASES(4);
+			break;
+	}
+}
+
+/*
+ * Output tiles t0 .. t0 + nt - 1 from M: inverse transform, bias and the
+ * fused activation, into y16 [M][OH][OW][16].  r is a constant after
+ * inlining.
+ */
+static inline __attribute__((always_inline)) WG_TARGET void
+output_transform_r(const NnConvWino *wg, const int r, const float *mt,
+				   int64_t t0, int nt, int act, float alpha_act, float *y16)
+{
+	const NnConvGeom *g = &wg->g;
+	const int	alpha = r + 1;
+	int64_t		xi_stride = g->M * WG_ROW;
+	__m512		slope = _mm512_set1_ps(alpha_act);
+
+	for (int s = 0; s < nt; s++)
+	{
+		int64_t		ty = (t0 + s) / wg->TX,
+					tx = (t0 + s) % wg->TX;
+		int			rows = 2 * ty + 1 < g->OH ? 2 : 1,
+					cols = 2 * tx + 1 < g->OW ? 2 : 1;
+
+		for (int64_t mo = 0; mo < g->M; mo++)
+		{
+			const float *src = mt + mo * WG_ROW + s * 16;
+			float	   *dst = y16 + ((mo * g->OH + 2 * ty) * g->OW + 2 * tx) * 16;
+			__m512		bias = _mm512_set1_ps(wg->bias[mo]);
+			__m512		mv[WG_MAX_ALPHA * WG_MAX_ALPHA],
+						t[2 * WG_MAX_ALPHA],
+						o[4];
+
+#pragma GCC unroll 16
+			for (int xi = 0; xi < alpha * alpha; xi++)
+				mv[xi] = _mm512_loadu_ps(src + xi * xi_stride);
+			/* t[a * alpha + q] = sum over p of A^T[a][p] mv[p][q] */
+#pragma GCC unroll 4
+			for (int q = 0; q < alpha; q++)
+				at(mv + q, alpha, r, t + q, alpha);
+			/* o[a * 2 + b] = sum over q of t[a][q] A[q][b] */
+#pragma GCC unroll 2
+			for (int a = 0; a < 2; a++)
+				at(t + a * alpha, 1, r, o + a * 2, 1);
+#pragma GCC unroll 4
+			for (int i = 0; i < 4; i++)
+			{
+				o[i] = _mm512_add_ps(o[i], bias);
+				if (act)
+					o[i] = _mm512_mask_mul_ps(o[i],
+											  _mm512_cmp_ps_mask(o[i], _mm512_setzero_ps(),
+																 _CMP_LT_OQ),
+											  o[i], slope);
+			}
+			_mm512_storeu_ps(dst, o[0]);
+			if (cols == 2)
+				_mm512_storeu_ps(dst + 16, o[1]);
+			if (rows == 2)
+			{
+				_mm512_storeu_ps(dst + g->OW * 16, o[2]);
+				if (cols == 2)
+					_mm512_storeu_ps(dst + (g->OW + 1) * 16, o[3]);
+			}
+		}
+	}
+}
+
+static WG_TARGET void
+output_transform(const NnConvWino *wg, const float *mt, int64_t t0, int nt,
+				 int act, float alpha_act, float *y16)
+{
+	if (wg->r == 2)
+		output_transform_r(wg, 2, mt, t0, nt, act, alpha_act, y16);
+	else
+		output_transform_r(wg, 3, mt, t0, nt, act, alpha_act, y16);
+}
+
+static WG_TARGET void
+run_avx512(const NnConvWino *wg, const float *x, float *y, int64_t nimg,
+		   int act, float alpha_act, float *scratch)
+{
+	const NnConvGeom *g = &wg->g;
+	int64_t		in_image = g->C * g->H * g->W,
+				out_image = g->M * g->OH * g->OW,
+				ntiles = wg->TY * wg->TX,
+				K = wg->K;
+	int			nxi = wg->alpha * wg->alpha;
+	float	   *x16 = (float *) (((uintptr_t) scratch + 63) & ~(uintptr_t) 63),
+			   *vbuf = x16 + wg->off_v,
+			   *mbuf = x16 + wg->off_m,
+			   *y16 = x16 + wg->off_y;
+
+	for (int64_t im0 = 0; im0 < nimg; im0 += WG_LANES)
+	{
+		int64_t		n = nimg - im0 < WG_LANES ? nimg - im0 : WG_LANES;
+
+		transpose_in(x + im0 * in_image, n, in_image, x16);
+		for (int64_t t0 = 0; t0 < ntiles; t0 += WG_TILES)
+		{
+			int			nt = (int) (ntiles - t0 < WG_TILES ? ntiles - t0 : WG_TILES);
+
+			input_transform(wg, x16, t0, nt, vbuf);
+			for (int xi = 0; xi < nxi; xi++)
+				for (int64_t mb = 0; mb < wg->nmb; mb++)
+				{
+					int			bw = (int) (g->M - mb * WG_NM < WG_NM ?
+											g->M - mb * WG_NM : WG_NM);
+					const float *v = vbuf + xi * K * WG_ROW;
+					const float *u = wg->u + (xi * wg->nmb + mb) * K * WG_NM;
+					float	   *out = mbuf + (xi * g->M + mb * WG_NM) * WG_ROW;
+
+					product_block(nt, bw, v, u, K, out);
+				}
+			output_transform(wg, mbuf, t0, nt, act, alpha_act, y16);
+		}
+		transpose_out(y16, n, out_image, y + im0 * out_image);
+	}
+}
+
+#undef WG_TARGET
+
+#endif							/* NN_WG_X86 */
+
+void
+nn_conv_wino_run(const NnConvWino *wg, const float *x, float *y,
+				 int64_t nimg, int act, float alpha, float *scratch)
+{
+#ifdef NN_WG_X86
+	run_avx512(wg, x, y, nimg, act, alpha, scratch);
+#endif
+}
