@@ -306,6 +306,11 @@ typedef struct NnConvWino NnConvWino;
  */
 extern size_t nn_conv_wino_bytes(const NnConvGeom *g, int force,
 								 size_t *scratch);
+/*
+ * Output tile side for phase kernels of 2x2 taps: 0 picks F(2x2, 2x2) or
+ * F(4x4, 2x2) by the products each needs, 2 or 4 forces one (for tests).
+ */
+extern int	nn_conv_wino_tile;
 /* Set up a plan in mem (nn_conv_wino_bytes bytes) with packed weights. */
 extern NnConvWino *nn_conv_wino_init(void *mem, const NnConvGeom *g,
 									 const float *w, const float *b);

@@ -485,10 +485,12 @@ sweep(int kernel, const char *name, int want_direct)
  * 2x2 and 3x3 taps from kernels 2 to 9 with strides 1 to 3, odd output
  * sizes (partial tiles), batches that leave lanes of the last 16-image
  * chunk empty, more output channels than a product tile, and the layers
- * of the reference encoder at batch 64.  Then which kernel AUTO picks.
+ * of the reference encoder at batch 64.  tile 2 or 4 forces that output
+ * tile for 2x2-tap phase kernels, 0 lets the plan choose and then checks
+ * which kernel AUTO picks.
  */
 static void
-sweep_winograd(void)
+sweep_winograd(int tile, const char *name)
 {
 	static const ConvGeom fixed[] = {
 		/* reference encoder, layers 2 and 3 (4x4 stride 2 pad 1) */
@@ -516,6 +518,7 @@ sweep_winograd(void)
 				geom[256];
 
 	nn_conv_kernel = NN_CONV_WINOGRAD;
+	nn_conv_wino_tile = tile;
 	rng_state = 0x2545F4914F6CDD1DULL;
 	wino_plans = 0;
 	for (size_t i = 0; i < sizeof(fixed) / sizeof(fixed[0]); i++)
@@ -523,7 +526,7 @@ sweep_winograd(void)
 		int			before = bad;
 
 		describe(&fixed[i], geom, sizeof(geom));
-		snprintf(label, sizeof(label), "winograd: %s", geom);
+		snprintf(label, sizeof(label), "%s: %s", name, geom);
 		run_geom(&fixed[i], label, &bad, &direct, why, sizeof(why));
 		total++;
 		wdc_test_case(label, bad == before, why);
@@ -553,35 +556,45 @@ sweep_winograd(void)
 		if (g.h + g.pt + g.pb < g.kh || g.w + g.pl + g.pr < g.kw)
 			continue;
 		describe(&g, geom, sizeof(geom));
-		snprintf(label, sizeof(label), "winograd: %s", geom);
+		snprintf(label, sizeof(label), "%s: %s", name, geom);
 		run_geom(&g, label, &bad, &direct, why, sizeof(why));
 		total++;
 	}
-	wdc_test_case("winograd: 300 random geometries match the direct convolution",
-				  bad == 0, why);
+	snprintf(label, sizeof(label), "%s: 300 random geometries match the direct convolution",
+			 name);
+	wdc_test_case(label, bad == 0, why);
 	snprintf(why, sizeof(why), "%d of %d plans ran the Winograd kernel", wino_plans, total);
-	wdc_test_case("winograd: kernel used", wino_plans == total, why);
-	test_sliced_chain("winograd");
+	snprintf(label, sizeof(label), "%s: kernel used", name);
+	wdc_test_case(label, wino_plans == total, why);
+	test_sliced_chain(name);
+	nn_conv_wino_tile = 0;
+	if (tile != 0)
+	{
+		nn_conv_kernel = NN_CONV_AUTO;
+		return;
+	}
 
 	/*
-	 * AUTO: the encoder's 4x4 stride-2 layer at batch 64 takes the
-	 * Winograd kernel; at batch 8, with 3x3 stride 2 (no arithmetic
-	 * saved) and with 2 phase channels it keeps the direct kernel.
+	 * AUTO: the encoder's 4x4 stride-2 layer and a 3x3 stride-2 layer
+	 * with an 8x8 output at batch 64 take the Winograd kernel; at batch
+	 * 8, for a 3x3 output of 3x3 stride 2 (25 products for 9 outputs of
+	 * 9 taps) and with 2 phase channels they keep the direct kernel.
 	 */
 	{
 		static const ConvGeom autos[] = {
 			{64, 16, 16, 16, 32, 1, 4, 4, 2, 2, 1, 1, 1, 1, 1, 1},
-			{8, 16, 16, 16, 32, 1, 4, 4, 2, 2, 1, 1, 1, 1, 1, 1},
 			{64, 16, 16, 16, 32, 1, 3, 3, 2, 2, 1, 1, 1, 1, 1, 1},
+			{8, 16, 16, 16, 32, 1, 4, 4, 2, 2, 1, 1, 1, 1, 1, 1},
+			{64, 16, 6, 6, 32, 1, 3, 3, 2, 2, 1, 1, 1, 1, 1, 1},
 			{64, 2, 16, 16, 32, 1, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1},
 		};
-		static const int want[] = {1, 0, 0, 0};
+		static const int want[] = {1, 1, 0, 0, 0};
 		int			ok = 1;
 
 		nn_conv_kernel = NN_CONV_AUTO;
 		bad = 0;
 		why[0] = '\0';
-		for (int i = 0; i < 4; i++)
+		for (int i = 0; i < 5; i++)
 		{
 			int			before = wino_plans;
 
@@ -613,7 +626,9 @@ main(void)
 	if (__builtin_cpu_supports("avx512f"))
 	{
 		sweep(NN_CONV_DIRECT, "direct avx512", 1);
-		sweep_winograd();
+		sweep_winograd(2, "winograd 2x2 tiles");
+		sweep_winograd(4, "winograd 4x4 tiles");
+		sweep_winograd(0, "winograd");
 	}
 	else
 		wdc_test_case("direct avx512 and winograd: skipped, the CPU lacks AVX-512F", 1, "");
