@@ -75,6 +75,13 @@ struct NnConvWino
 	size_t		off_v,
 				off_m,
 				off_y;
+	/*
+	 * Floats from one xi to the next in V and M: a whole number of 4 KB
+	 * pages plus one cache line, so the alpha^2 rows a tile transform
+	 * reads or writes do not all fall in one set of the L1 cache.
+	 */
+	int64_t		vstride,
+				mstride;
 	float	   *u;				/* [alpha^2][nmb][K][WG_NM], zero past M */
 	float	   *bias;			/* [M] */
 };
@@ -170,8 +177,8 @@ nn_conv_wino_bytes(const NnConvGeom *g, int force, size_t *scratch)
 			return 0;
 	}
 	if (!wdc_size_mul((size_t) g->C * g->H, (size_t) g->W * WG_LANES, &x16) ||
-		!wdc_size_mul((size_t) (alpha * alpha) * K, WG_ROW, &v) ||
-		!wdc_size_mul((size_t) (alpha * alpha) * g->M, WG_ROW, &m) ||
+		!wdc_size_mul((size_t) (alpha * alpha), (size_t) K * WG_ROW + 16, &v) ||
+		!wdc_size_mul((size_t) (alpha * alpha), (size_t) g->M * WG_ROW + 16, &m) ||
 		!wdc_size_mul((size_t) g->M * g->OH, (size_t) g->OW * WG_LANES, &y16) ||
 		!wdc_size_mul((size_t) (alpha * alpha) * nmb * WG_NM, (size_t) K, &u))
 		return 0;
@@ -206,8 +213,10 @@ nn_conv_wino_init(void *mem, const NnConvGeom *g, const float *w,
 	wg->TY = (g->OH + wg->mt - 1) / wg->mt;
 	wg->TX = (g->OW + wg->mt - 1) / wg->mt;
 	x16 = floats64((size_t) (g->C * g->H * g->W * WG_LANES));
-	v = floats64((size_t) (wg->alpha * wg->alpha * wg->K * WG_ROW));
-	m = floats64((size_t) (wg->alpha * wg->alpha * g->M * WG_ROW));
+	wg->vstride = wg->K * WG_ROW + 16;
+	wg->mstride = g->M * WG_ROW + 16;
+	v = floats64((size_t) (wg->alpha * wg->alpha * wg->vstride));
+	m = floats64((size_t) (wg->alpha * wg->alpha * wg->mstride));
 	wg->off_v = x16;
 	wg->off_m = x16 + v;
 	wg->off_y = x16 + v + m;
@@ -462,7 +471,7 @@ input_transform_r(const NnConvWino *wg, const int r, const int mt,
 {
 	const NnConvGeom *g = &wg->g;
 	const int	alpha = mt + r - 1;
-	int64_t		xi_stride = wg->K * WG_ROW;
+	int64_t		xi_stride = wg->vstride;
 	int64_t		SH = g->SH,
 				SW = g->SW,
 				H = g->H,
@@ -627,7 +636,7 @@ output_transform_r(const NnConvWino *wg, const int r, const int mt,
 {
 	const NnConvGeom *g = &wg->g;
 	const int	alpha = mt + r - 1;
-	int64_t		xi_stride = g->M * WG_ROW;
+	int64_t		xi_stride = wg->mstride;
 	__m512		slope = _mm512_set1_ps(alpha_act);
 
 	for (int s = 0; s < nt; s++)
@@ -723,9 +732,9 @@ run_avx512(const NnConvWino *wg, const float *x, float *y, int64_t nimg,
 				{
 					int			bw = (int) (g->M - mb * WG_NM < WG_NM ?
 											g->M - mb * WG_NM : WG_NM);
-					const float *v = vbuf + xi * K * WG_ROW;
+					const float *v = vbuf + xi * wg->vstride;
 					const float *u = wg->u + (xi * wg->nmb + mb) * K * WG_NM;
-					float	   *out = mbuf + (xi * g->M + mb * WG_NM) * WG_ROW;
+					float	   *out = mbuf + xi * wg->mstride + mb * WG_NM * WG_ROW;
 
 					product_block(nt, bw, v, u, K, out);
 				}

@@ -317,6 +317,9 @@ plan_one_run(WdcNnPlan *p, int first, int last)
 	if (batch <= 1 || per_image == 0)
 		return;
 	slice = (int64_t) (NN_SLICE_BYTES / per_image);
+	/* whole chunks of 16 images for the Winograd kernel's vector lanes */
+	if (slice > 16)
+		slice -= slice % 16;
 	if (slice < 1)
 		slice = 1;
 	if (slice >= batch)
