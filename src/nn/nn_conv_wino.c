@@ -58,7 +58,7 @@
 #define WG_ROW (WG_LANES * WG_TILES)	/* floats per row of V and M */
 #define WG_MAX_ALPHA 5
 
-/* Largest scratch a plan may ask for; larger layers keep the direct kernel. */
+/* Largest scratch of a plan.  Larger layers keep the direct kernel. */
 #define WG_MAX_SCRATCH ((size_t) 256 << 20)
 
 struct NnConvWino
@@ -76,9 +76,10 @@ struct NnConvWino
 				off_m,
 				off_y;
 	/*
-	 * Floats from one xi to the next in V and M: a whole number of 4 KB
-	 * pages plus one cache line, so the alpha^2 rows a tile transform
-	 * reads or writes do not all fall in one set of the L1 cache.
+	 * Floats from one transform point xi to the next in V and M.  Rows of
+	 * whole 4 KB pages would put the alpha^2 rows that a tile transform
+	 * reads or writes in one set of the L1 cache, so one cache line pads
+	 * each.
 	 */
 	int64_t		vstride,
 				mstride;
@@ -86,7 +87,7 @@ struct NnConvWino
 	float	   *bias;			/* [M] */
 };
 
-/* Whole floats from bytes, rounded up to 64 bytes. */
+/* Round a count of floats up to whole 64-byte cache lines. */
 static size_t
 floats64(size_t floats)
 {
@@ -192,7 +193,7 @@ nn_conv_wino_bytes(const NnConvGeom *g, int force, size_t *scratch)
 }
 
 /*
- * Set up the plan in wg, which has nn_conv_wino_bytes(g, ...) bytes, and
+ * Set up the plan in mem, which has nn_conv_wino_bytes(g, ...) bytes, and
  * pack weights w [M][C][KH][KW] and bias b (or NULL).
  */
 NnConvWino *
@@ -244,7 +245,12 @@ nn_conv_wino_pack(NnConvWino *wg, const float *w, const float *b)
 	const NnConvGeom *g = &wg->g;
 	int			r = wg->r,
 				alpha = wg->alpha;
-	const double (*gm)[3] = r == 3 ? wg_g23 : wg->mt == 4 ? wg_g42 : wg_g22;
+	const double (*gm)[3] = wg_g22;
+
+	if (r == 3)
+		gm = wg_g23;
+	else if (wg->mt == 4)
+		gm = wg_g42;
 
 	for (int64_t mo = 0; mo < wg->nmb * WG_NM; mo++)
 	{
@@ -460,8 +466,8 @@ at(const __m512 *m, int s, int r, int mt, __m512 *o, int os)
 }
 
 /*
- * V for tiles t0 .. t0 + nt - 1 of the chunk in x16:
- * v[(xi * K + k) * WG_ROW + s * 16 + lane] for tile t0 + s.  r is a
+ * Compute V for tiles t0 .. t0 + nt - 1 of the chunk in x16:
+ * v[xi * vstride + k * WG_ROW + s * 16 + lane] for tile t0 + s.  r is a
  * constant after inlining, so the tile's alpha^2 vectors stay in
  * registers.
  */

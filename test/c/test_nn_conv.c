@@ -481,13 +481,14 @@ sweep(int kernel, const char *name, int want_direct)
 }
 
 /*
- * The Winograd kernel, forced, on geometries it accepts: phase kernels of
- * 2x2 and 3x3 taps from kernels 2 to 9 with strides 1 to 3, odd output
- * sizes (partial tiles), batches that leave lanes of the last 16-image
- * chunk empty, more output channels than a product tile, and the layers
- * of the reference encoder at batch 64.  tile 2 or 4 forces that output
- * tile for 2x2-tap phase kernels, 0 lets the plan choose and then checks
- * which kernel AUTO picks.
+ * Run the Winograd kernel, forced, on geometries it accepts.  Kernels of
+ * 2 to 9 taps with strides 1 to 3 give phase kernels of 2x2 and 3x3 taps.
+ * Odd output sizes leave partial tiles, batches leave lanes of the last
+ * 16-image chunk empty, and some layers have more output channels than a
+ * product tile.  The fixed list has the reference encoder's layers at
+ * batch 64.  tile 2 or 4 forces that output tile for 2x2-tap phase
+ * kernels.  tile 0 lets the plan choose, then checks which kernel AUTO
+ * picks.
  */
 static void
 sweep_winograd(int tile, const char *name)
@@ -575,10 +576,10 @@ sweep_winograd(int tile, const char *name)
 	}
 
 	/*
-	 * AUTO: the encoder's 4x4 stride-2 layer and a 3x3 stride-2 layer
-	 * with an 8x8 output at batch 64 take the Winograd kernel; at batch
-	 * 8, for a 3x3 output of 3x3 stride 2 (25 products for 9 outputs of
-	 * 9 taps) and with 2 phase channels they keep the direct kernel.
+	 * AUTO: at batch 64, the encoder's 4x4 stride-2 layer and a 3x3
+	 * stride-2 layer with an 8x8 output take the Winograd kernel.  The
+	 * direct kernel stays at batch 8, for a 3x3 output of 3x3 stride 2
+	 * (25 products for 9 outputs of 9 taps) and with 2 phase channels.
 	 */
 	{
 		static const ConvGeom autos[] = {

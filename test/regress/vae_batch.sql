@@ -23,7 +23,8 @@ CREATE TEMP TABLE vb_row AS
 SELECT id, wdc.encode('vae_batch_enc', :enc, fits) AS z, mean FROM vb;
 
 -- Compare batch output k (1-based) with the per-row latent of image k for
--- the first n images.  Batched GEMMs add in another order, so allow 1e-5.
+-- the first n images.  Batched plans add in another order and may run
+-- Winograd convolutions, so allow 1e-5.
 CREATE FUNCTION pg_temp.vb_check(zs latent[], n int) RETURNS TABLE (images int, same_as_row boolean, parity boolean, tagged boolean)
 LANGUAGE sql AS $$
 	SELECT count(DISTINCT r.id)::int,
