@@ -94,6 +94,8 @@ struct NnConvDirect
 	float	   *bias;			/* [G][nmb][nm] */
 	int32_t    *off;			/* [kt]: offset of each pair's plane row 0 */
 	NnConvWino *wino;			/* the Winograd kernel runs instead, or NULL */
+	NnConvWino *wino_alt;		/* Winograd plan that runs only when the
+								 * planner chains it (nn_conv_direct_chain) */
 };
 
 static int
@@ -365,6 +367,8 @@ nn_conv_direct_pack(NnConvDirect *d, const float *w, const float *b)
 	int64_t		mg = d->g.M / d->g.G;
 	int64_t		nm = d->nm;
 
+	if (d->wino_alt)
+		nn_conv_wino_pack(d->wino_alt, w, b);
 	if (d->wino)
 	{
 		nn_conv_wino_pack(d->wino, w, b);
@@ -404,7 +408,10 @@ nn_conv_direct_plan(NnCtx *c, const NnConvGeom *g, const float *w,
 				vlen;
 	uint32_t	phases = 0;
 	NnConvDirect *d;
-	size_t		bytes;
+	size_t		bytes,
+				alt_bytes = 0,
+				alt_offset = 0,
+				alt_scratch = 0;
 	int64_t		nmb,
 				kt = cg * g->KH * g->KW;
 
@@ -416,7 +423,8 @@ nn_conv_direct_plan(NnCtx *c, const NnConvGeom *g, const float *w,
 	{
 		size_t		wscratch;
 
-		bytes = nn_conv_wino_bytes(g, nn_conv_kernel == NN_CONV_WINOGRAD, &wscratch);
+		bytes = nn_conv_wino_bytes(g, nn_conv_kernel == NN_CONV_WINOGRAD ?
+								   NN_WINO_FORCE : NN_WINO_AUTO, &wscratch);
 		if (bytes > 0)
 		{
 			d = wdc_alloc0(c->env, sizeof(NnConvDirect) + bytes);
@@ -475,6 +483,16 @@ nn_conv_direct_plan(NnCtx *c, const NnConvGeom *g, const float *w,
 	if (!wdc_size_mul((size_t) (g->G * nmb * nm), (size_t) kt + 1, &bytes))
 		return WDC_OK;
 	bytes = sizeof(NnConvDirect) + bytes * sizeof(float) + (size_t) kt * sizeof(int32_t);
+	/* a Winograd plan to switch to if the step joins a chain, 8-byte aligned */
+	if (nn_conv_kernel == NN_CONV_AUTO)
+	{
+		alt_bytes = nn_conv_wino_bytes(g, NN_WINO_CHAIN, &alt_scratch);
+		if (alt_bytes > 0)
+		{
+			alt_offset = (bytes + 7) / 8 * 8;
+			bytes = alt_offset + alt_bytes;
+		}
+	}
 	d = wdc_alloc0(c->env, bytes);
 	if (d == NULL)
 		return wdc_error(c->env, WDC_ERR_NOMEM, "out of memory planning model");
@@ -526,18 +544,32 @@ nn_conv_direct_plan(NnCtx *c, const NnConvGeom *g, const float *w,
 					(((ci * g->SH + rh) * g->KW + kw) * hq * g->OW +
 					 (kh * g->DH / g->SH) * g->OW);
 			}
+	if (alt_bytes > 0)
+		d->wino_alt = nn_conv_wino_init((char *) d + alt_offset, g, w, b);
 	nn_conv_direct_pack(d, w, b);
 	*out = d;
 	/* the planes of a chunk and one vector of slack that reads may cross */
 	*scratch = d->identity ? 0 :
 		(size_t) (chunk * image_floats + vlen) * sizeof(float);
+	if (alt_bytes > 0 && alt_scratch > *scratch)
+		*scratch = alt_scratch;
 	return WDC_OK;
 }
 
-int
+NnConvWino *
 nn_conv_direct_winograd(const NnConvDirect *d)
 {
-	return d->wino != NULL;
+	return d->wino;
+}
+
+NnConvWino *
+nn_conv_direct_chain(NnConvDirect *d, int use)
+{
+	if (d->wino)
+		return d->wino;
+	if (use)
+		d->wino = d->wino_alt;
+	return d->wino_alt;
 }
 
 /* Run the tiles with the plan's instruction set. */

@@ -301,10 +301,20 @@ extern void nn_conv_direct_run(const NnConvDirect *d, const float *x,
 typedef struct NnConvWino NnConvWino;
 
 /*
- * Bytes of a Winograd plan for g, or 0 where the kernel does not apply
- * (force: wherever the geometry allows); *scratch gets a run's bytes.
+ * When nn_conv_wino_bytes accepts a geometry: AUTO where it saves
+ * arithmetic on its own, CHAIN also where it does only inside a chain of
+ * Winograd steps (few phase channels), FORCE wherever the geometry allows.
  */
-extern size_t nn_conv_wino_bytes(const NnConvGeom *g, int force,
+enum
+{
+	NN_WINO_AUTO, NN_WINO_CHAIN, NN_WINO_FORCE
+};
+
+/*
+ * Bytes of a Winograd plan for g, or 0 where the kernel does not apply
+ * under mode; *scratch gets a run's bytes.
+ */
+extern size_t nn_conv_wino_bytes(const NnConvGeom *g, int mode,
 								 size_t *scratch);
 /*
  * Output tile side for phase kernels of 2x2 taps: 0 picks F(2x2, 2x2) or
@@ -315,8 +325,20 @@ extern int	nn_conv_wino_tile;
 extern NnConvWino *nn_conv_wino_init(void *mem, const NnConvGeom *g,
 									 const float *w, const float *b);
 extern void nn_conv_wino_pack(NnConvWino *wg, const float *w, const float *b);
-/* Whether a direct-kernel plan runs the Winograd kernel (for tests). */
-extern int	nn_conv_direct_winograd(const NnConvDirect *d);
+/* The Winograd plan that a direct-kernel plan runs, or NULL. */
+extern NnConvWino *nn_conv_direct_winograd(const NnConvDirect *d);
+/*
+ * The Winograd plan a step runs or could run inside a chain, or NULL; use
+ * switches the step to it.
+ */
+extern NnConvWino *nn_conv_direct_chain(NnConvDirect *d, int use);
+/*
+ * Have a Winograd plan read its input (in = 1) or write its output (out =
+ * 1) in chunk layout; -1 leaves that side as it is.
+ */
+extern void nn_conv_wino_set_chunked(NnConvWino *wg, int in, int out);
+/* Which sides are in chunk layout: 1 the input, 2 the output. */
+extern int	nn_conv_wino_chunked(const NnConvWino *wg);
 extern void nn_conv_wino_run(const NnConvWino *wg, const float *x, float *y,
 							 int64_t nimg, int act, float alpha,
 							 float *scratch);

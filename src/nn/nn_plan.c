@@ -385,6 +385,79 @@ plan_row_runs(WdcNnPlan *p)
 	}
 }
 
+/*
+ * Chunk layout between Winograd steps.  A Winograd Conv step transposes
+ * its input into chunks of 16 images, [N / 16][C][H][W][16], and its
+ * output back.  Where a Conv's output is read only by a Winograd Conv, the
+ * value stays in chunk layout: the writer skips its transpose out and the
+ * reader its transpose in.  The value keeps its size, but it exists only
+ * in whole chunks, so the batch and every row-run slice must be multiples
+ * of 16.  A step with few phase channels runs the direct kernel unless it
+ * joins such a pair with a step that runs the Winograd kernel anyway.
+ * Plans with tangents keep the usual layout, because the JVP reads the
+ * forward values element by element.
+ */
+static void
+plan_wino_chains(WdcNnPlan *p)
+{
+	const WdcNnModel *m = p->model;
+	int			changed = 1;
+
+	if (p->jvp_k > 0)
+		return;
+	for (int s = 0; s < p->n_steps; s++)
+		if (!p->steps[s].skip && p->steps[s].run_end > s &&
+			p->steps[s].run_slice % 16 != 0)
+			return;
+	/* a step switched to Winograd can bring in its other neighbour */
+	while (changed)
+	{
+		changed = 0;
+		for (int s = 0; s < p->n_steps; s++)
+		{
+			NnStep	   *st = &p->steps[s];
+			NnStep	   *rt = NULL;
+			NnConvWino *writer,
+					   *reader;
+			int			v,
+						reads = 0;
+
+			if (st->skip || st->direct == NULL ||
+				nn_conv_direct_chain(st->direct, 0) == NULL)
+				continue;
+			v = st->out[0];
+			if (v < 0 || m->values[v].is_output || p->vals[v].shape.rank < 1 ||
+				p->vals[v].shape.d[0] % 16 != 0)
+				continue;
+			for (int t = 0; t < p->n_steps; t++)
+			{
+				if (p->steps[t].skip)
+					continue;
+				for (int i = 0; i < p->steps[t].n_in; i++)
+					if (p->steps[t].in[i] == v)
+					{
+						reads++;
+						rt = i == 0 ? &p->steps[t] : NULL;
+					}
+			}
+			if (reads != 1 || rt == NULL || rt->direct == NULL ||
+				nn_conv_direct_chain(rt->direct, 0) == NULL)
+				continue;
+			/* at least one side runs the Winograd kernel on its own */
+			if (nn_conv_direct_winograd(st->direct) == NULL &&
+				nn_conv_direct_winograd(rt->direct) == NULL)
+				continue;
+			writer = nn_conv_direct_chain(st->direct, 1);
+			reader = nn_conv_direct_chain(rt->direct, 1);
+			if (nn_conv_wino_chunked(writer) & 2)
+				continue;
+			nn_conv_wino_set_chunked(writer, -1, 1);
+			nn_conv_wino_set_chunked(reader, 1, -1);
+			changed = 1;
+		}
+	}
+}
+
 /* Step 4: lifetimes and arena offsets. */
 static WdcStatus
 plan_arena(const WdcEnv *env, WdcNnPlan *p)
@@ -438,6 +511,7 @@ plan_arena(const WdcEnv *env, WdcNnPlan *p)
 		if (p->vals[m->input_value[i]].last < -1)
 			p->vals[m->input_value[i]].last = -1;
 	plan_row_runs(p);
+	plan_wino_chains(p);
 
 	/* one block per non-constant buffer, and one for its tangents */
 	for (int v = 0; v < nv; v++)

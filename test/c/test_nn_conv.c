@@ -246,14 +246,15 @@ describe(const ConvGeom *g, char *buf, size_t len)
 			 (long long) g->pr);
 }
 
+/* Add a k x k Conv with pads 1, weights in +-0.3 and biases in +-0.1. */
 static void
-add_conv(NnBuild *b, const char *name, const char *io_in, const char *io_out,
-		 int64_t m, int64_t c, int64_t stride)
+add_conv_k(NnBuild *b, const char *name, const char *io_in, const char *io_out,
+		   int64_t m, int64_t c, int64_t k, int64_t stride)
 {
-	int64_t		wdims[4] = {m, c, 3, 3};
+	int64_t		wdims[4] = {m, c, k, k};
 	int64_t		bdims[1] = {m};
 	int64_t		v[4] = {1, 1, 1, 1};
-	size_t		nw = (size_t) (m * c * 9);
+	size_t		nw = (size_t) (m * c * k * k);
 	float	   *w = malloc(nw * sizeof(float));
 	float	   *bias = malloc((size_t) m * sizeof(float));
 	char		wname[32],
@@ -276,6 +277,13 @@ add_conv(NnBuild *b, const char *name, const char *io_in, const char *io_out,
 	nnb_attr_ints(b, nd, "strides", 2, v);
 	free(w);
 	free(bias);
+}
+
+static void
+add_conv(NnBuild *b, const char *name, const char *io_in, const char *io_out,
+		 int64_t m, int64_t c, int64_t stride)
+{
+	add_conv_k(b, name, io_in, io_out, m, c, 3, stride);
 }
 
 /*
@@ -613,6 +621,137 @@ sweep_winograd(int tile, const char *name)
 	nn_conv_kernel = NN_CONV_AUTO;
 }
 
+/* Steps of a plan running the Winograd kernel, and values in chunk layout. */
+static void
+count_chunked(const WdcNnPlan *plan, int *wino, int *chunked)
+{
+	*wino = 0;
+	*chunked = 0;
+	for (int i = 0; i < plan->n_steps; i++)
+	{
+		NnConvWino *wg;
+
+		if (plan->steps[i].skip || plan->steps[i].direct == NULL)
+			continue;
+		wg = nn_conv_direct_winograd(plan->steps[i].direct);
+		if (wg == NULL)
+			continue;
+		(*wino)++;
+		*chunked += (nn_conv_wino_chunked(wg) & 2) != 0;
+	}
+}
+
+/*
+ * The reference encoder's convolutions (1 -> 16 -> 32 -> 64 channels,
+ * 4x4 stride 2, LeakyReLU) under AUTO.  With a batch that is a multiple of
+ * 16, the two values between the convolutions stay in chunk layout and
+ * the first layer (4 phase channels) joins the chain; 160 images also run
+ * in row-run slices of 64.  40 and 100 images keep the usual layout.
+ * Every image must match a batch-1 plan (direct kernel) within the bound
+ * of the sweeps.
+ */
+static void
+test_chunked_chain(void)
+{
+	static const int batches[] = {64, 160, 16, 40, 100};
+	static const int want_chunked[] = {2, 2, 2, 0, 0};
+	NnBuild		b;
+	WdcError	err;
+	WdcEnv		env;
+	WdcNnModel *model = NULL;
+	WdcNnPlan  *plan1 = NULL;
+	int64_t		xdims[4] = {-1, 1, 32, 32};
+	size_t		per_x = 32 * 32,
+				per_y = 64 * 4 * 4;
+	float	   *x = malloc(160 * per_x * sizeof(float)),
+			   *y = malloc(160 * per_y * sizeof(float)),
+			   *y1 = malloc(per_y * sizeof(float));
+	uint8_t    *bytes;
+	size_t		len;
+	char		why[256],
+				label[128];
+
+	nn_conv_kernel = NN_CONV_AUTO;
+	for (size_t i = 0; i < 160 * per_x; i++)
+		x[i] = (signed_unit() + 1.0f) * 0.5f;
+	wdc_env_init_default(&env, &err);
+	nnb_init(&b, 17);
+	nnb_input(&b, "x", 4, xdims);
+	add_conv_k(&b, "c1", "x", "h1", 16, 1, 4, 2);
+	nnb_attr_f(&b, nnb_node(&b, "LeakyRelu", "act1", "h1", "a1"), "alpha", 0.1f);
+	add_conv_k(&b, "c2", "a1", "h2", 32, 16, 4, 2);
+	nnb_attr_f(&b, nnb_node(&b, "LeakyRelu", "act2", "h2", "a2"), "alpha", 0.1f);
+	add_conv_k(&b, "c3", "a2", "y", 64, 32, 4, 2);
+	nnb_output(&b, "y");
+	bytes = nnb_pack(&b, &len);
+	if (wdc_nn_load(&env, bytes, len, &model) != WDC_OK ||
+		wdc_nn_plan_create(&env, model, 1, &plan1) != WDC_OK)
+	{
+		wdc_test_case("chunk layout: plans", 0, err.message);
+		goto done;
+	}
+	for (int bi = 0; bi < 5; bi++)
+	{
+		int			n = batches[bi],
+					wino = 0,
+					chunked = 0,
+					ok = 1;
+		WdcNnPlan  *plan = NULL;
+		const void *in[1] = {x};
+		void	   *out[1] = {y};
+
+		why[0] = '\0';
+		if (wdc_nn_plan_create(&env, model, n, &plan) != WDC_OK ||
+			wdc_nn_run(&env, plan, in, out) != WDC_OK)
+		{
+			ok = 0;
+			snprintf(why, sizeof(why), "%.200s", err.message);
+		}
+		else
+			count_chunked(plan, &wino, &chunked);
+		if (ok && (wino != (want_chunked[bi] ? 3 : 2) || chunked != want_chunked[bi]))
+		{
+			ok = 0;
+			snprintf(why, sizeof(why), "%d Winograd steps, %d chunked values", wino,
+					 chunked);
+		}
+		for (int im = 0; im < n && ok; im++)
+		{
+			const void *in1[1] = {x + im * per_x};
+			void	   *out1[1] = {y1};
+
+			double		scale = 0;
+
+			if (wdc_nn_run(&env, plan1, in1, out1) != WDC_OK)
+			{
+				ok = 0;
+				break;
+			}
+			/* the same bound as the sweeps, against the image's largest output */
+			for (size_t i = 0; i < per_y; i++)
+				scale = fmax(scale, fabs(y1[i]));
+			for (size_t i = 0; i < per_y && ok; i++)
+				if (!(fabs(y[im * per_y + i] - y1[i]) <= 1e-5 * (1 + fabs(y1[i])) +
+					  1e-5 * scale))
+				{
+					ok = 0;
+					snprintf(why, sizeof(why), "image %d y[%zu] %.7g, batch 1 %.7g",
+							 im, i, y[im * per_y + i], y1[i]);
+				}
+		}
+		snprintf(label, sizeof(label), "chunk layout: batch %d matches batch 1", n);
+		wdc_test_case(label, ok, why);
+		wdc_nn_plan_free(&env, plan);
+	}
+done:
+	wdc_nn_plan_free(&env, plan1);
+	wdc_nn_free(&env, model);
+	nnb_free(&b);
+	free(x);
+	free(y);
+	free(y1);
+}
+
 int
 main(void)
 {
@@ -630,6 +769,7 @@ main(void)
 		sweep_winograd(2, "winograd 2x2 tiles");
 		sweep_winograd(4, "winograd 4x4 tiles");
 		sweep_winograd(0, "winograd");
+		test_chunked_chain();
 	}
 	else
 		wdc_test_case("direct avx512 and winograd: skipped, the CPU lacks AVX-512F", 1, "");
