@@ -36,8 +36,10 @@
  * from [M][OH][OW][16].  The products run over groups of WG_TILES output
  * tiles, so a group's V (alpha^2 x K rows of WG_TILES * 16 floats) stays
  * near the core, in a tile of WG_TILES vectors by WG_NM output channels
- * of accumulators, the same register blocking as the direct kernel.  A
- * chunk of fewer than 16 images computes zeros in its empty lanes.
+ * of accumulators, the same register blocking as the direct kernel.  In
+ * a chunk of fewer than 16 images the empty lanes hold zeros, and their
+ * results are dropped.  Between two Winograd steps the planner keeps the
+ * value in the chunk layout, and both transposes are skipped.
  *
  * NOTE: AVX-512 only.  With AVX2, or for other geometries, the direct
  * kernel (nn_conv_direct.c) runs.
@@ -87,7 +89,7 @@ struct NnConvWino
 	float	   *bias;			/* [M] */
 	/*
 	 * Input or output in chunk layout, [N / 16][C][H][W][16], between two
-	 * Winograd steps (see nn_conv_wino_chain); set after planning.
+	 * Winograd steps; set by plan_wino_chains in nn_plan.c.
 	 */
 	int			in_chunked,
 				out_chunked;
@@ -739,7 +741,7 @@ run_avx512(const NnConvWino *wg, const float *x, float *y, int64_t nimg,
 		const float *x16 = base;
 		float	   *y16 = base + wg->off_y;
 
-		/* chunked values come only in whole chunks (nn_conv_wino_chain) */
+		/* chunked values come only in whole chunks (plan_wino_chains) */
 		if (wg->in_chunked)
 			x16 = x + im0 * in_image;
 		else

@@ -621,7 +621,7 @@ sweep_winograd(int tile, const char *name)
 	nn_conv_kernel = NN_CONV_AUTO;
 }
 
-/* Steps of a plan running the Winograd kernel, and values in chunk layout. */
+/* Count the Winograd steps of a plan and the values they leave in chunk layout. */
 static void
 count_chunked(const WdcNnPlan *plan, int *wino, int *chunked)
 {
