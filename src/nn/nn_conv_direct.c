@@ -405,7 +405,8 @@ nn_conv_direct_plan(NnCtx *c, const NnConvGeom *g, const float *w,
 				chunk;
 	int64_t		ohw = g->OH * g->OW;
 	int			nm,
-				vlen;
+				vlen,
+				wino_lanes;
 	uint32_t	phases = 0;
 	NnConvDirect *d;
 	size_t		bytes,
@@ -419,29 +420,29 @@ nn_conv_direct_plan(NnCtx *c, const NnConvGeom *g, const float *w,
 	*scratch = 0;
 	if (nn_conv_kernel == NN_CONV_IM2COL || isa == DC_ISA_NONE || w == NULL)
 		return WDC_OK;
-	if (nn_conv_kernel == NN_CONV_AUTO || nn_conv_kernel == NN_CONV_WINOGRAD)
+	if (nn_conv_kernel == NN_CONV_DIRECT_AVX2 ||
+		nn_conv_kernel == NN_CONV_WINOGRAD_AVX2)
+		isa = DC_ISA_AVX2;
+	wino_lanes = isa == DC_ISA_AVX512 ? 16 : 8;
+	if (nn_conv_kernel == NN_CONV_AUTO || nn_conv_kernel == NN_CONV_WINOGRAD ||
+		nn_conv_kernel == NN_CONV_WINOGRAD_AVX2)
 	{
 		size_t		wscratch;
 
-		bytes = nn_conv_wino_bytes(g, nn_conv_kernel == NN_CONV_WINOGRAD ?
-								   NN_WINO_FORCE : NN_WINO_AUTO, &wscratch);
+		bytes = nn_conv_wino_bytes(g, nn_conv_kernel == NN_CONV_AUTO ?
+								   NN_WINO_AUTO : NN_WINO_FORCE, wino_lanes,
+								   &wscratch);
 		if (bytes > 0)
 		{
 			d = wdc_alloc0(c->env, sizeof(NnConvDirect) + bytes);
 			if (d == NULL)
 				return wdc_error(c->env, WDC_ERR_NOMEM, "out of memory planning model");
 			d->g = *g;
-			d->wino = nn_conv_wino_init(d + 1, g, w, b);
+			d->wino = nn_conv_wino_init(d + 1, g, wino_lanes, w, b);
 			*out = d;
 			*scratch = wscratch;
 			return WDC_OK;
 		}
-	}
-	if (nn_conv_kernel == NN_CONV_DIRECT_AVX2)
-	{
-		if (isa < DC_ISA_AVX2)
-			return WDC_OK;
-		isa = DC_ISA_AVX2;
 	}
 	/* phases index a 32-bit mask */
 	if (g->SH > 32)
@@ -486,7 +487,7 @@ nn_conv_direct_plan(NnCtx *c, const NnConvGeom *g, const float *w,
 	/* a Winograd plan to switch to if the step joins a chain, 8-byte aligned */
 	if (nn_conv_kernel == NN_CONV_AUTO)
 	{
-		alt_bytes = nn_conv_wino_bytes(g, NN_WINO_CHAIN, &alt_scratch);
+		alt_bytes = nn_conv_wino_bytes(g, NN_WINO_CHAIN, wino_lanes, &alt_scratch);
 		if (alt_bytes > 0)
 		{
 			alt_offset = (bytes + 7) / 8 * 8;
@@ -545,7 +546,7 @@ nn_conv_direct_plan(NnCtx *c, const NnConvGeom *g, const float *w,
 					 (kh * g->DH / g->SH) * g->OW);
 			}
 	if (alt_bytes > 0)
-		d->wino_alt = nn_conv_wino_init((char *) d + alt_offset, g, w, b);
+		d->wino_alt = nn_conv_wino_init((char *) d + alt_offset, g, wino_lanes, w, b);
 	nn_conv_direct_pack(d, w, b);
 	*out = d;
 	/* the planes of a chunk and one vector of slack that reads may cross */

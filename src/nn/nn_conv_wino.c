@@ -1,7 +1,7 @@
 /*
  * nn_conv_wino.c
- *	  Winograd convolution with AVX-512F, for Conv steps with constant
- *	  weights in plans of 16 images or more.
+ *	  Winograd convolution with AVX-512F or AVX2 and FMA, for Conv steps
+ *	  with constant weights in plans of 16 images or more.
  *
  * Phases.  A convolution with strides SH, SW is a sum over SH * SW phase
  * planes of a stride-1 convolution:
@@ -17,7 +17,7 @@
  * Gray, 2016).  In 2-D, each m x m output tile takes alpha^2 products per
  * (input, output) channel pair instead of m^2 * r^2.  This file has
  * F(2x2, 3x3) (16 instead of 36), F(2x2, 2x2) (9 instead of 16) and
- * F(4x4, 2x2) (25 instead of 64); for 2x2 taps the plan takes the tile
+ * F(4x4, 2x2) (25 instead of 64).  For 2x2 taps the plan takes the tile
  * that needs fewer products on its output size.  With the input tile d
  * (alpha x alpha) and kernel g (r x r) of one pair,
  *	  Y = A^T [ (G g G^T) (.) (B^T d B) ] A,
@@ -30,19 +30,20 @@
  * time.  In a float32 simulation on random data with 128 phase channels,
  * the error of F(4x4, 2x2) was about 7e-7 of the largest output.
  *
- * Layout.  Images go through in chunks of 16, one per vector lane: the
- * chunk's input is transposed to [C][H][W][16], so every transform step is
- * one vector operation on 16 images, and the output is transposed back
- * from [M][OH][OW][16].  The products run over groups of WG_TILES output
- * tiles, so a group's V (alpha^2 x K rows of WG_TILES * 16 floats) stays
- * near the core, in a tile of WG_TILES vectors by WG_NM output channels
- * of accumulators, the same register blocking as the direct kernel.  In
- * a chunk of fewer than 16 images the empty lanes hold zeros, and their
+ * Layout.  Images go through in chunks of L (16 with AVX-512, 8 with
+ * AVX2), one per vector lane: the chunk's input is transposed to
+ * [C][H][W][L], so every transform step is one vector operation on L
+ * images, and the output is transposed back from [M][OH][OW][L].  The
+ * products run over groups of WG_TILES output tiles, so a group's V
+ * (alpha^2 x K rows of WG_TILES * L floats) stays near the core, in tiles
+ * of 4 vectors (2 with AVX2) by WG_NM output channels of accumulators.  In
+ * a chunk of fewer than L images the empty lanes hold zeros, and their
  * results are dropped.  Between two Winograd steps the planner keeps the
- * value in the chunk layout, and both transposes are skipped.
+ * value in the chunk layout, and both transposes are skipped.  The
+ * instruction-set code is in nn_conv_wino_kern.h.
  *
- * NOTE: AVX-512 only.  With AVX2, or for other geometries, the direct
- * kernel (nn_conv_direct.c) runs.
+ * NOTE: the AVX2 kernel was timed only on a Zen 4 core (2.2x the AVX2
+ * direct kernel on the reference encoder at batch 64).
  */
 #include "nn/nn_int.h"
 
@@ -53,11 +54,8 @@
 #include <immintrin.h>
 #endif
 
-#define WG_LANES 16				/* images per chunk, one per vector lane */
-#define WG_TILES 4				/* output tiles per group: pixel vectors of a
-								 * product tile */
+#define WG_TILES 4				/* output tiles per group of products */
 #define WG_NM 6					/* output channels of a product tile */
-#define WG_ROW (WG_LANES * WG_TILES)	/* floats per row of V and M */
 #define WG_MAX_ALPHA 5
 
 /* Largest scratch of a plan.  Larger layers keep the direct kernel. */
@@ -66,6 +64,8 @@
 struct NnConvWino
 {
 	NnConvGeom	g;
+	int			lanes;			/* images per chunk: 16 with AVX-512, 8 with
+								 * AVX2 */
 	int			r;				/* taps per phase kernel side, 2 or 3 */
 	int			mt;				/* outputs per tile side, 2 or 4 */
 	int			alpha;			/* mt + r - 1: inputs per tile side */
@@ -88,8 +88,8 @@ struct NnConvWino
 	float	   *u;				/* [alpha^2][nmb][K][WG_NM], zero past M */
 	float	   *bias;			/* [M] */
 	/*
-	 * Input or output in chunk layout, [N / 16][C][H][W][16], between two
-	 * Winograd steps; set by plan_wino_chains in nn_plan.c.
+	 * Input or output in chunk layout, [N / lanes][C][H][W][lanes],
+	 * between two Winograd steps; set by plan_wino_chains in nn_plan.c.
 	 */
 	int			in_chunked,
 				out_chunked;
@@ -140,7 +140,7 @@ choose_tiles(const NnConvGeom *g, int *r, int *mt)
  * reach the kernel on small geometries.
  */
 size_t
-nn_conv_wino_bytes(const NnConvGeom *g, int mode, size_t *scratch)
+nn_conv_wino_bytes(const NnConvGeom *g, int mode, int lanes, size_t *scratch)
 {
 	int			r,
 				mt;
@@ -161,7 +161,8 @@ nn_conv_wino_bytes(const NnConvGeom *g, int mode, size_t *scratch)
 	return 0;
 #else
 	__builtin_cpu_init();
-	if (!__builtin_cpu_supports("avx512f"))
+	if (lanes == 16 ? !__builtin_cpu_supports("avx512f") :
+		lanes != 8 || !__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma"))
 		return 0;
 	choose_tiles(g, &r, &mt);
 	if (r == 0)
@@ -186,14 +187,14 @@ nn_conv_wino_bytes(const NnConvGeom *g, int mode, size_t *scratch)
 		 * On the reference encoder, a first layer with K = 4 made the
 		 * whole batch-64 run 5% slower alone and 8% faster in a chain.
 		 */
-		if (g->N < WG_LANES || K < (mode == NN_WINO_CHAIN ? 4 : 16) ||
+		if (g->N < 16 || K < (mode == NN_WINO_CHAIN ? 4 : 16) ||
 			4 * wino > 3 * direct)
 			return 0;
 	}
-	if (!wdc_size_mul((size_t) g->C * g->H, (size_t) g->W * WG_LANES, &x16) ||
-		!wdc_size_mul((size_t) (alpha * alpha), (size_t) K * WG_ROW + 16, &v) ||
-		!wdc_size_mul((size_t) (alpha * alpha), (size_t) g->M * WG_ROW + 16, &m) ||
-		!wdc_size_mul((size_t) g->M * g->OH, (size_t) g->OW * WG_LANES, &y16) ||
+	if (!wdc_size_mul((size_t) g->C * g->H, (size_t) g->W * lanes, &x16) ||
+		!wdc_size_mul((size_t) (alpha * alpha), (size_t) K * lanes * WG_TILES + 16, &v) ||
+		!wdc_size_mul((size_t) (alpha * alpha), (size_t) g->M * lanes * WG_TILES + 16, &m) ||
+		!wdc_size_mul((size_t) g->M * g->OH, (size_t) g->OW * lanes, &y16) ||
 		!wdc_size_mul((size_t) (alpha * alpha) * nmb * WG_NM, (size_t) K, &u))
 		return 0;
 	total = floats64(x16) + floats64(v) + floats64(m) + floats64(y16);
@@ -210,7 +211,7 @@ nn_conv_wino_bytes(const NnConvGeom *g, int mode, size_t *scratch)
  * pack weights w [M][C][KH][KW] and bias b (or NULL).
  */
 NnConvWino *
-nn_conv_wino_init(void *mem, const NnConvGeom *g, const float *w,
+nn_conv_wino_init(void *mem, const NnConvGeom *g, int lanes, const float *w,
 				  const float *b)
 {
 	NnConvWino *wg = mem;
@@ -220,15 +221,16 @@ nn_conv_wino_init(void *mem, const NnConvGeom *g, const float *w,
 
 	memset(wg, 0, sizeof(*wg));
 	wg->g = *g;
+	wg->lanes = lanes;
 	choose_tiles(g, &wg->r, &wg->mt);
 	wg->alpha = wg->mt + wg->r - 1;
 	wg->K = g->C * g->SH * g->SW;
 	wg->nmb = (g->M + WG_NM - 1) / WG_NM;
 	wg->TY = (g->OH + wg->mt - 1) / wg->mt;
 	wg->TX = (g->OW + wg->mt - 1) / wg->mt;
-	x16 = floats64((size_t) (g->C * g->H * g->W * WG_LANES));
-	wg->vstride = wg->K * WG_ROW + 16;
-	wg->mstride = g->M * WG_ROW + 16;
+	x16 = floats64((size_t) (g->C * g->H * g->W * lanes));
+	wg->vstride = wg->K * lanes * WG_TILES + 16;
+	wg->mstride = g->M * lanes * WG_TILES + 16;
 	v = floats64((size_t) (wg->alpha * wg->alpha * wg->vstride));
 	m = floats64((size_t) (wg->alpha * wg->alpha * wg->mstride));
 	wg->off_v = x16;
@@ -314,14 +316,42 @@ nn_conv_wino_pack(NnConvWino *wg, const float *w, const float *b)
 
 #ifdef NN_WG_X86
 
-#define WG_TARGET __attribute__((target("avx512f")))
+#define WK_CAT2(a, b) a##_##b
+#define WK_CAT(a, b) WK_CAT2(a, b)
+#define WK_NAME(x) WK_CAT(x, WK_SUFFIX)
+
+/* --- AVX-512 ----------------------------------------------------------- */
+
+/*
+ * Every function of a section carries its instruction set's target
+ * attribute, as in nn_conv_direct.c (clang, which PGXS runs for LLVM
+ * bitcode, ignores target pragmas).
+ */
+#define WK_TARGET __attribute__((target("avx512f")))
+#define WK_SUFFIX avx512
+#define WK_V 16
+#define WK_NP 4
+typedef __m512 wk_vec512;
+#define wk_vec wk_vec512
+#define wk_load(p) _mm512_loadu_ps(p)
+#define wk_store(p, v) _mm512_storeu_ps(p, v)
+#define wk_zero() _mm512_setzero_ps()
+#define wk_set1(v) _mm512_set1_ps(v)
+#define wk_add(a, b) _mm512_add_ps(a, b)
+#define wk_sub(a, b) _mm512_sub_ps(a, b)
+#define wk_fmadd(a, b, c) _mm512_fmadd_ps(a, b, c)
+#define wk_fnmadd(a, b, c) _mm512_fnmadd_ps(a, b, c)
+#define wk_leaky(v, slope) \
+	_mm512_mask_mul_ps(v, _mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_LT_OQ), \
+					   v, slope)
+#define wk_transpose(row) transpose16(row)
 
 /*
  * Transpose 16 rows of 16 floats in place: row i lane j becomes row j
  * lane i.  Interleave 32-bit, then 64-bit elements within 128-bit lanes,
  * then move 128-bit lanes in two steps.
  */
-static inline __attribute__((always_inline)) WG_TARGET void
+static inline __attribute__((always_inline)) WK_TARGET void
 transpose16(__m512 *row)
 {
 	__m512		t[16],
@@ -359,419 +389,66 @@ transpose16(__m512 *row)
 	}
 }
 
-/*
- * x16[f][i] = x[i * per + f] for the n (1 to 16) images of a chunk, zero
- * in lanes n .. 15.
- */
-static WG_TARGET void
-transpose_in(const float *x, int64_t n, int64_t per, float *x16)
-{
-	int64_t		f0 = 0;
+#include "nn/nn_conv_wino_kern.h"
 
-	for (; f0 + 16 <= per; f0 += 16)
-	{
-		__m512		row[16];
+#undef WK_TARGET
+#undef WK_SUFFIX
 
-		for (int i = 0; i < 16; i++)
-			row[i] = i < n ? _mm512_loadu_ps(x + i * per + f0) : _mm512_setzero_ps();
-		transpose16(row);
-		for (int j = 0; j < 16; j++)
-			_mm512_storeu_ps(x16 + (f0 + j) * 16, row[j]);
-	}
-	for (; f0 < per; f0++)
-		for (int i = 0; i < 16; i++)
-			x16[f0 * 16 + i] = i < n ? x[i * per + f0] : 0.0f;
-}
+/* --- AVX2 -------------------------------------------------------------- */
 
-/* y[i * per + f] = y16[f][i] for the n images of a chunk. */
-static WG_TARGET void
-transpose_out(const float *y16, int64_t n, int64_t per, float *y)
-{
-	int64_t		f0 = 0;
-
-	for (; f0 + 16 <= per; f0 += 16)
-	{
-		__m512		row[16];
-
-		for (int j = 0; j < 16; j++)
-			row[j] = _mm512_loadu_ps(y16 + (f0 + j) * 16);
-		transpose16(row);
-		for (int i = 0; i < n; i++)
-			_mm512_storeu_ps(y + i * per + f0, row[i]);
-	}
-	for (; f0 < per; f0++)
-		for (int i = 0; i < n; i++)
-			y[i * per + f0] = y16[f0 * 16 + i];
-}
+#define WK_TARGET __attribute__((target("avx2,fma")))
+#define WK_SUFFIX avx2
+#define WK_V 8
+#define WK_NP 2
+typedef __m256 wk_vec256;
+#define wk_vec wk_vec256
+#define wk_load(p) _mm256_loadu_ps(p)
+#define wk_store(p, v) _mm256_storeu_ps(p, v)
+#define wk_zero() _mm256_setzero_ps()
+#define wk_set1(v) _mm256_set1_ps(v)
+#define wk_add(a, b) _mm256_add_ps(a, b)
+#define wk_sub(a, b) _mm256_sub_ps(a, b)
+#define wk_fmadd(a, b, c) _mm256_fmadd_ps(a, b, c)
+#define wk_fnmadd(a, b, c) _mm256_fnmadd_ps(a, b, c)
+#define wk_leaky(v, slope) \
+	_mm256_blendv_ps(v, _mm256_mul_ps(v, slope), \
+					 _mm256_cmp_ps(v, _mm256_setzero_ps(), _CMP_LT_OQ))
+#define wk_transpose(row) transpose8(row)
 
 /*
- * B^T applied in place to the alpha vectors d[0], d[s], d[2s], ... of
- * F(mt, r) (constants after inlining).
+ * Transpose 8 rows of 8 floats in place: interleave 32-bit, then 64-bit
+ * elements within 128-bit halves, then swap halves.
  */
-static inline __attribute__((always_inline)) WG_TARGET void
-bt(__m512 *d, int s, int r, int mt)
+static inline __attribute__((always_inline)) WK_TARGET void
+transpose8(__m256 *row)
 {
-	__m512		d0 = d[0],
-				d1 = d[s],
-				d2 = d[2 * s];
+	__m256		t[8],
+				u[8];
 
-	if (mt == 4)
+	for (int i = 0; i < 8; i += 2)
 	{
-		/* rows 2 -1 -2 1 0 | 0 -2 -1 1 0 | 0 2 -3 1 0 | 0 -1 0 1 0 | 0 2 -1 -2 1 */
-		__m512		d3 = d[3 * s],
-					d4 = d[4 * s],
-					two = _mm512_set1_ps(2.0f),
-					d31 = _mm512_sub_ps(d3, d1);
-
-		d[0] = _mm512_fmadd_ps(two, _mm512_sub_ps(d0, d2), d31);
-		d[s] = _mm512_fnmadd_ps(two, d1, _mm512_sub_ps(d3, d2));
-		d[2 * s] = _mm512_fnmadd_ps(_mm512_set1_ps(3.0f), d2,
-									_mm512_fmadd_ps(two, d1, d3));
-		d[3 * s] = d31;
-		d[4 * s] = _mm512_fmadd_ps(two, _mm512_sub_ps(d1, d3), _mm512_sub_ps(d4, d2));
+		t[i] = _mm256_unpacklo_ps(row[i], row[i + 1]);
+		t[i + 1] = _mm256_unpackhi_ps(row[i], row[i + 1]);
 	}
-	else if (r == 2)
+	/* u[4g + e], half L: rows 4g .. 4g + 3 of column 4L + e */
+	for (int gi = 0; gi < 8; gi += 4)
 	{
-		d[0] = _mm512_sub_ps(d0, d1);
-		d[2 * s] = _mm512_sub_ps(d2, d1);
+		u[gi] = _mm256_shuffle_ps(t[gi], t[gi + 2], 0x44);
+		u[gi + 1] = _mm256_shuffle_ps(t[gi], t[gi + 2], 0xEE);
+		u[gi + 2] = _mm256_shuffle_ps(t[gi + 1], t[gi + 3], 0x44);
+		u[gi + 3] = _mm256_shuffle_ps(t[gi + 1], t[gi + 3], 0xEE);
 	}
-	else
+	for (int e = 0; e < 4; e++)
 	{
-		__m512		d3 = d[3 * s];
-
-		d[0] = _mm512_sub_ps(d0, d2);
-		d[s] = _mm512_add_ps(d1, d2);
-		d[2 * s] = _mm512_sub_ps(d2, d1);
-		d[3 * s] = _mm512_sub_ps(d1, d3);
+		row[e] = _mm256_permute2f128_ps(u[e], u[4 + e], 0x20);
+		row[4 + e] = _mm256_permute2f128_ps(u[e], u[4 + e], 0x31);
 	}
 }
 
-/*
- * A^T of F(mt, r) applied to the alpha vectors m[0], m[s], ...: mt
- * outputs o[0], o[os], ...
- */
-static inline __attribute__((always_inline)) WG_TARGET void
-at(const __m512 *m, int s, int r, int mt, __m512 *o, int os)
-{
-	if (mt == 4)
-	{
-		/* rows 1 1 1 1 0 | 0 1 -1 2 0 | 0 1 1 4 0 | 0 1 -1 8 1 */
-		__m512		sum = _mm512_add_ps(m[s], m[2 * s]),
-					dif = _mm512_sub_ps(m[s], m[2 * s]),
-					m3 = m[3 * s];
+#include "nn/nn_conv_wino_kern.h"
 
-		o[0] = _mm512_add_ps(_mm512_add_ps(m[0], sum), m3);
-		o[os] = _mm512_fmadd_ps(_mm512_set1_ps(2.0f), m3, dif);
-		o[2 * os] = _mm512_fmadd_ps(_mm512_set1_ps(4.0f), m3, sum);
-		o[3 * os] = _mm512_add_ps(_mm512_fmadd_ps(_mm512_set1_ps(8.0f), m3, dif),
-								  m[4 * s]);
-	}
-	else if (r == 2)
-	{
-		o[0] = _mm512_add_ps(m[0], m[s]);
-		o[os] = _mm512_add_ps(m[s], m[2 * s]);
-	}
-	else
-	{
-		o[0] = _mm512_add_ps(_mm512_add_ps(m[0], m[s]), m[2 * s]);
-		o[os] = _mm512_sub_ps(_mm512_sub_ps(m[s], m[2 * s]), m[3 * s]);
-	}
-}
-
-/*
- * Compute V for tiles t0 .. t0 + nt - 1 of the chunk in x16:
- * v[xi * vstride + k * WG_ROW + s * 16 + lane] for tile t0 + s.  r is a
- * constant after inlining, so the tile's alpha^2 vectors stay in
- * registers.
- */
-static inline __attribute__((always_inline)) WG_TARGET void
-input_transform_r(const NnConvWino *wg, const int r, const int mt,
-				  const float *x16, int64_t t0, int nt, float *v)
-{
-	const NnConvGeom *g = &wg->g;
-	const int	alpha = mt + r - 1;
-	int64_t		xi_stride = wg->vstride;
-	int64_t		SH = g->SH,
-				SW = g->SW,
-				H = g->H,
-				W = g->W;
-
-	for (int s = 0; s < nt; s++)
-	{
-		int64_t		ty = (t0 + s) / wg->TX,
-					tx = (t0 + s) % wg->TX;
-		/* input row and column of tap (0, 0) in phase (0, 0) */
-		int64_t		h0 = mt * ty * SH - g->PT,
-					w0 = mt * tx * SW - g->PL;
-		/* every tap of every phase inside the image */
-		int			inside = h0 >= 0 && w0 >= 0 &&
-			h0 + alpha * SH - 1 < H && w0 + alpha * SW - 1 < W;
-		float	   *dst = v + s * 16;
-
-		for (int64_t c = 0; c < g->C; c++)
-			for (int64_t rh = 0; rh < SH; rh++)
-				for (int64_t rw = 0; rw < SW; rw++)
-				{
-					int64_t		k = (c * SH + rh) * SW + rw;
-					/* offset of tap (0, 0), outside x16 when h0 or w0 < 0 */
-					int64_t		base = ((c * H + h0 + rh) * W + w0 + rw) * 16;
-					__m512		d[WG_MAX_ALPHA * WG_MAX_ALPHA];
-
-					if (inside)
-					{
-#pragma GCC unroll 4
-						for (int i = 0; i < alpha; i++)
-#pragma GCC unroll 4
-							for (int j = 0; j < alpha; j++)
-								d[i * alpha + j] =
-									_mm512_loadu_ps(x16 + base + (i * SH * W + j * SW) * 16);
-					}
-					else
-					{
-#pragma GCC unroll 4
-						for (int i = 0; i < alpha; i++)
-#pragma GCC unroll 4
-							for (int j = 0; j < alpha; j++)
-							{
-								int64_t		h = h0 + rh + i * SH,
-											w = w0 + rw + j * SW;
-
-								d[i * alpha + j] = h >= 0 && h < H && w >= 0 && w < W ?
-									_mm512_loadu_ps(x16 + base + (i * SH * W + j * SW) * 16) :
-									_mm512_setzero_ps();
-							}
-					}
-#pragma GCC unroll 5
-					for (int j = 0; j < alpha; j++)
-						bt(d + j, alpha, r, mt);
-#pragma GCC unroll 5
-					for (int i = 0; i < alpha; i++)
-						bt(d + i * alpha, 1, r, mt);
-#pragma GCC unroll 25
-					for (int xi = 0; xi < alpha * alpha; xi++)
-						_mm512_storeu_ps(dst + xi * xi_stride + k * WG_ROW, d[xi]);
-				}
-	}
-}
-
-static WG_TARGET void
-input_transform(const NnConvWino *wg, const float *x16, int64_t t0, int nt,
-				float *v)
-{
-	if (wg->r == 3)
-		input_transform_r(wg, 3, 2, x16, t0, nt, v);
-	else if (wg->mt == 4)
-		input_transform_r(wg, 2, 4, x16, t0, nt, v);
-	else
-		input_transform_r(wg, 2, 2, x16, t0, nt, v);
-}
-
-/*
- * One product tile: np vectors of tiles by bw output channels over the K
- * phase channels.  v points at row 0 of V[xi], u at the block's packed
- * weights [K][WG_NM], out at row 0 of M[xi] for the block's first channel.
- * np and bw are constants after inlining.
- */
-static inline __attribute__((always_inline)) WG_TARGET void
-product_tile(int np, int bw, const float *v, const float *u, int64_t K,
-			 float *out)
-{
-	__m512		acc[WG_TILES][WG_NM];
-
-	/* fully unrolled, so the accumulators stay in registers */
-#pragma GCC unroll 4
-	for (int j = 0; j < np; j++)
-#pragma GCC unroll 6
-		for (int m = 0; m < bw; m++)
-			acc[j][m] = _mm512_setzero_ps();
-	for (int64_t k = 0; k < K; k++)
-	{
-		__m512		x[WG_TILES];
-		const float *uk = u + k * WG_NM;
-
-#pragma GCC unroll 4
-		for (int j = 0; j < np; j++)
-			x[j] = _mm512_loadu_ps(v + k * WG_ROW + j * 16);
-#pragma GCC unroll 6
-		for (int m = 0; m < bw; m++)
-		{
-			__m512		wv = _mm512_set1_ps(uk[m]);
-
-#pragma GCC unroll 4
-			for (int j = 0; j < np; j++)
-				acc[j][m] = _mm512_fmadd_ps(x[j], wv, acc[j][m]);
-		}
-	}
-#pragma GCC unroll 4
-	for (int j = 0; j < np; j++)
-#pragma GCC unroll 6
-		for (int m = 0; m < bw; m++)
-			_mm512_storeu_ps(out + m * WG_ROW + j * 16, acc[j][m]);
-}
-
-#define WG_PT(np, bw) product_tile(np, bw, v, u, K, out)
-#define WG_BW_CASES(np) \
-	switch (bw) \
-	{ \
-		case 1: WG_PT(np, 1); break; \
-		case 2: WG_PT(np, 2); break; \
-		case 3: WG_PT(np, 3); break; \
-		case 4: WG_PT(np, 4); break; \
-		case 5: WG_PT(np, 5); break; \
-		default: WG_PT(np, 6); break; \
-	}
-
-/* Dispatch product_tile with np (1 to WG_TILES) and bw (1 to WG_NM) constant. */
-static WG_TARGET void
-product_block(int np, int bw, const float *v, const float *u, int64_t K,
-			  float *out)
-{
-	switch (np)
-	{
-		case 1:
-			WG_BW_CASES(1);
-			break;
-		case 2:
-			WG_BW_CASES(2);
-			break;
-		case 3:
-			WG_BW_CASES(3);
-			break;
-		default:
-			WG_BW_CASES(4);
-			break;
-	}
-}
-
-/*
- * Output tiles t0 .. t0 + nt - 1 from M: inverse transform, bias and the
- * fused activation, into y16 [M][OH][OW][16].  r is a constant after
- * inlining.
- */
-static inline __attribute__((always_inline)) WG_TARGET void
-output_transform_r(const NnConvWino *wg, const int r, const int mt,
-				   const float *mbuf, int64_t t0, int nt, int act,
-				   float alpha_act, float *y16)
-{
-	const NnConvGeom *g = &wg->g;
-	const int	alpha = mt + r - 1;
-	int64_t		xi_stride = wg->mstride;
-	__m512		slope = _mm512_set1_ps(alpha_act);
-
-	for (int s = 0; s < nt; s++)
-	{
-		int64_t		ty = (t0 + s) / wg->TX,
-					tx = (t0 + s) % wg->TX;
-		int			rows = (int) (g->OH - mt * ty < mt ? g->OH - mt * ty : mt),
-					cols = (int) (g->OW - mt * tx < mt ? g->OW - mt * tx : mt);
-
-		for (int64_t mo = 0; mo < g->M; mo++)
-		{
-			const float *src = mbuf + mo * WG_ROW + s * 16;
-			float	   *dst = y16 + ((mo * g->OH + mt * ty) * g->OW + mt * tx) * 16;
-			__m512		bias = _mm512_set1_ps(wg->bias[mo]);
-			__m512		mv[WG_MAX_ALPHA * WG_MAX_ALPHA],
-						t[4 * WG_MAX_ALPHA],
-						o[16];
-
-#pragma GCC unroll 25
-			for (int xi = 0; xi < alpha * alpha; xi++)
-				mv[xi] = _mm512_loadu_ps(src + xi * xi_stride);
-			/* t[a * alpha + q] = sum over p of A^T[a][p] mv[p][q] */
-#pragma GCC unroll 5
-			for (int q = 0; q < alpha; q++)
-				at(mv + q, alpha, r, mt, t + q, alpha);
-			/* o[a * mt + b] = sum over q of t[a][q] A[q][b] */
-#pragma GCC unroll 4
-			for (int a = 0; a < mt; a++)
-				at(t + a * alpha, 1, r, mt, o + a * mt, 1);
-#pragma GCC unroll 4
-			for (int a = 0; a < mt; a++)
-			{
-				if (a >= rows)
-					break;
-#pragma GCC unroll 4
-				for (int b = 0; b < mt; b++)
-				{
-					__m512		val = _mm512_add_ps(o[a * mt + b], bias);
-
-					if (b >= cols)
-						break;
-					if (act)
-						val = _mm512_mask_mul_ps(val,
-												 _mm512_cmp_ps_mask(val, _mm512_setzero_ps(),
-																	_CMP_LT_OQ),
-												 val, slope);
-					_mm512_storeu_ps(dst + (a * g->OW + b) * 16, val);
-				}
-			}
-		}
-	}
-}
-
-static WG_TARGET void
-output_transform(const NnConvWino *wg, const float *mbuf, int64_t t0, int nt,
-				 int act, float alpha_act, float *y16)
-{
-	if (wg->r == 3)
-		output_transform_r(wg, 3, 2, mbuf, t0, nt, act, alpha_act, y16);
-	else if (wg->mt == 4)
-		output_transform_r(wg, 2, 4, mbuf, t0, nt, act, alpha_act, y16);
-	else
-		output_transform_r(wg, 2, 2, mbuf, t0, nt, act, alpha_act, y16);
-}
-
-static WG_TARGET void
-run_avx512(const NnConvWino *wg, const float *x, float *y, int64_t nimg,
-		   int act, float alpha_act, float *scratch)
-{
-	const NnConvGeom *g = &wg->g;
-	int64_t		in_image = g->C * g->H * g->W,
-				out_image = g->M * g->OH * g->OW,
-				ntiles = wg->TY * wg->TX,
-				K = wg->K;
-	int			nxi = wg->alpha * wg->alpha;
-	float	   *base = (float *) (((uintptr_t) scratch + 63) & ~(uintptr_t) 63),
-			   *vbuf = base + wg->off_v,
-			   *mbuf = base + wg->off_m;
-
-	for (int64_t im0 = 0; im0 < nimg; im0 += WG_LANES)
-	{
-		int64_t		n = nimg - im0 < WG_LANES ? nimg - im0 : WG_LANES;
-		const float *x16 = base;
-		float	   *y16 = base + wg->off_y;
-
-		/* chunked values come only in whole chunks (plan_wino_chains) */
-		if (wg->in_chunked)
-			x16 = x + im0 * in_image;
-		else
-			transpose_in(x + im0 * in_image, n, in_image, base);
-		if (wg->out_chunked)
-			y16 = y + im0 * out_image;
-		for (int64_t t0 = 0; t0 < ntiles; t0 += WG_TILES)
-		{
-			int			nt = (int) (ntiles - t0 < WG_TILES ? ntiles - t0 : WG_TILES);
-
-			input_transform(wg, x16, t0, nt, vbuf);
-			for (int xi = 0; xi < nxi; xi++)
-				for (int64_t mb = 0; mb < wg->nmb; mb++)
-				{
-					int			bw = (int) (g->M - mb * WG_NM < WG_NM ?
-											g->M - mb * WG_NM : WG_NM);
-					const float *v = vbuf + xi * wg->vstride;
-					const float *u = wg->u + (xi * wg->nmb + mb) * K * WG_NM;
-					float	   *out = mbuf + xi * wg->mstride + mb * WG_NM * WG_ROW;
-
-					product_block(nt, bw, v, u, K, out);
-				}
-			output_transform(wg, mbuf, t0, nt, act, alpha_act, y16);
-		}
-		if (!wg->out_chunked)
-			transpose_out(y16, n, out_image, y + im0 * out_image);
-	}
-}
-
-#undef WG_TARGET
+#undef WK_TARGET
+#undef WK_SUFFIX
 
 #endif							/* NN_WG_X86 */
 
@@ -795,6 +472,9 @@ nn_conv_wino_run(const NnConvWino *wg, const float *x, float *y,
 				 int64_t nimg, int act, float alpha, float *scratch)
 {
 #ifdef NN_WG_X86
-	run_avx512(wg, x, y, nimg, act, alpha, scratch);
+	if (wg->lanes == 16)
+		run_avx512(wg, x, y, nimg, act, alpha, scratch);
+	else
+		run_avx2(wg, x, y, nimg, act, alpha, scratch);
 #endif
 }

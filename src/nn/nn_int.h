@@ -247,13 +247,13 @@ extern void nn_sgemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k,
  * else the direct kernel wherever it can run (constant weights, an AVX2 or
  * AVX-512 CPU).  DIRECT never runs the Winograd kernel, DIRECT_AVX2 runs
  * the direct kernel with AVX2, WINOGRAD runs the Winograd kernel wherever
- * its geometry allows (any batch), and IM2COL runs neither.  All but AUTO
- * exist for tests and benchmarks.
+ * its geometry allows (any batch), WINOGRAD_AVX2 likewise with AVX2, and
+ * IM2COL runs neither.  All but AUTO exist for tests and benchmarks.
  */
 enum
 {
 	NN_CONV_AUTO, NN_CONV_IM2COL, NN_CONV_DIRECT_AVX2, NN_CONV_DIRECT,
-	NN_CONV_WINOGRAD
+	NN_CONV_WINOGRAD, NN_CONV_WINOGRAD_AVX2
 };
 extern int	nn_conv_kernel;
 
@@ -311,10 +311,11 @@ enum
 };
 
 /*
- * Bytes of a Winograd plan for g, or 0 where the kernel does not apply
- * under mode; *scratch gets a run's bytes.
+ * Bytes of a Winograd plan for g with vectors of lanes floats (16:
+ * AVX-512F, 8: AVX2 and FMA), or 0 where the kernel does not apply under
+ * mode or the CPU lacks the instructions; *scratch gets a run's bytes.
  */
-extern size_t nn_conv_wino_bytes(const NnConvGeom *g, int mode,
+extern size_t nn_conv_wino_bytes(const NnConvGeom *g, int mode, int lanes,
 								 size_t *scratch);
 /*
  * Output tile side for phase kernels of 2x2 taps: 0 picks F(2x2, 2x2) or
@@ -323,7 +324,8 @@ extern size_t nn_conv_wino_bytes(const NnConvGeom *g, int mode,
 extern int	nn_conv_wino_tile;
 /* Set up a plan in mem (nn_conv_wino_bytes bytes) with packed weights. */
 extern NnConvWino *nn_conv_wino_init(void *mem, const NnConvGeom *g,
-									 const float *w, const float *b);
+									 int lanes, const float *w,
+									 const float *b);
 extern void nn_conv_wino_pack(NnConvWino *wg, const float *w, const float *b);
 /* The Winograd plan that a direct-kernel plan runs, or NULL. */
 extern NnConvWino *nn_conv_direct_winograd(const NnConvDirect *d);

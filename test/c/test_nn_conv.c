@@ -495,11 +495,11 @@ sweep(int kernel, const char *name, int want_direct)
  * 16-image chunk empty, and some layers have more output channels than a
  * product tile.  The fixed list has the reference encoder's layers at
  * batch 64.  tile 2 or 4 forces that output tile for 2x2-tap phase
- * kernels.  tile 0 lets the plan choose, then checks which kernel AUTO
- * picks.
+ * kernels.  tile 0 lets the plan choose.  With the AVX-512 kernel and tile
+ * 0, the sweep then checks which kernel AUTO picks.
  */
 static void
-sweep_winograd(int tile, const char *name)
+sweep_winograd(int kernel, int tile, const char *name)
 {
 	static const ConvGeom fixed[] = {
 		/* reference encoder, layers 2 and 3 (4x4 stride 2 pad 1) */
@@ -526,7 +526,7 @@ sweep_winograd(int tile, const char *name)
 				label[300],
 				geom[256];
 
-	nn_conv_kernel = NN_CONV_WINOGRAD;
+	nn_conv_kernel = kernel;
 	nn_conv_wino_tile = tile;
 	rng_state = 0x2545F4914F6CDD1DULL;
 	wino_plans = 0;
@@ -577,7 +577,7 @@ sweep_winograd(int tile, const char *name)
 	wdc_test_case(label, wino_plans == total, why);
 	test_sliced_chain(name);
 	nn_conv_wino_tile = 0;
-	if (tile != 0)
+	if (tile != 0 || kernel != NN_CONV_WINOGRAD)
 	{
 		nn_conv_kernel = NN_CONV_AUTO;
 		return;
@@ -643,15 +643,16 @@ count_chunked(const WdcNnPlan *plan, int *wino, int *chunked)
 
 /*
  * The reference encoder's convolutions (1 -> 16 -> 32 -> 64 channels,
- * 4x4 stride 2, LeakyReLU) under AUTO.  With a batch that is a multiple of
- * 16, the two values between the convolutions stay in chunk layout and
- * the first layer (4 phase channels) joins the chain; 160 images also run
- * in row-run slices of 64.  40 and 100 images keep the usual layout.
- * Every image must match a batch-1 plan (direct kernel) within the bound
- * of the sweeps.
+ * 4x4 stride 2, LeakyReLU) with nn_conv_kernel set to kernel (AUTO, or
+ * WINOGRAD_AVX2, which runs every layer on the AVX2 Winograd kernel).
+ * With a batch that is a multiple of 16, the two values between the
+ * convolutions stay in chunk layout, and under AUTO the first layer (4
+ * phase channels) joins the chain.  160 images also run in row-run slices
+ * of 64.  40 and 100 images keep the usual layout.  Every image must
+ * match a batch-1 plan on the im2col path within the bound of the sweeps.
  */
 static void
-test_chunked_chain(void)
+test_chunked_chain(int kernel, const char *name)
 {
 	static const int batches[] = {64, 160, 16, 40, 100};
 	static const int want_chunked[] = {2, 2, 2, 0, 0};
@@ -671,7 +672,6 @@ test_chunked_chain(void)
 	char		why[256],
 				label[128];
 
-	nn_conv_kernel = NN_CONV_AUTO;
 	for (size_t i = 0; i < 160 * per_x; i++)
 		x[i] = (signed_unit() + 1.0f) * 0.5f;
 	wdc_env_init_default(&env, &err);
@@ -684,12 +684,16 @@ test_chunked_chain(void)
 	add_conv_k(&b, "c3", "a2", "y", 64, 32, 4, 2);
 	nnb_output(&b, "y");
 	bytes = nnb_pack(&b, &len);
+	/* the reference: a batch-1 plan on the im2col path */
+	nn_conv_kernel = NN_CONV_IM2COL;
 	if (wdc_nn_load(&env, bytes, len, &model) != WDC_OK ||
 		wdc_nn_plan_create(&env, model, 1, &plan1) != WDC_OK)
 	{
-		wdc_test_case("chunk layout: plans", 0, err.message);
+		snprintf(label, sizeof(label), "%s: plans", name);
+		wdc_test_case(label, 0, err.message);
 		goto done;
 	}
+	nn_conv_kernel = kernel;
 	for (int bi = 0; bi < 5; bi++)
 	{
 		int			n = batches[bi],
@@ -709,7 +713,8 @@ test_chunked_chain(void)
 		}
 		else
 			count_chunked(plan, &wino, &chunked);
-		if (ok && (wino != (want_chunked[bi] ? 3 : 2) || chunked != want_chunked[bi]))
+		if (ok && (wino != (want_chunked[bi] || kernel != NN_CONV_AUTO ? 3 : 2) ||
+				   chunked != want_chunked[bi]))
 		{
 			ok = 0;
 			snprintf(why, sizeof(why), "%d Winograd steps, %d chunked values", wino,
@@ -739,7 +744,7 @@ test_chunked_chain(void)
 							 im, i, y[im * per_y + i], y1[i]);
 				}
 		}
-		snprintf(label, sizeof(label), "chunk layout: batch %d matches batch 1", n);
+		snprintf(label, sizeof(label), "%s: batch %d matches batch 1", name, n);
 		wdc_test_case(label, ok, why);
 		wdc_nn_plan_free(&env, plan);
 	}
@@ -750,6 +755,7 @@ done:
 	free(x);
 	free(y);
 	free(y1);
+	nn_conv_kernel = NN_CONV_AUTO;
 }
 
 int
@@ -760,16 +766,22 @@ main(void)
 #if defined(__x86_64__) && defined(__GNUC__)
 	__builtin_cpu_init();
 	if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+	{
 		sweep(NN_CONV_DIRECT_AVX2, "direct avx2", 1);
+		sweep_winograd(NN_CONV_WINOGRAD_AVX2, 2, "winograd avx2 2x2 tiles");
+		sweep_winograd(NN_CONV_WINOGRAD_AVX2, 4, "winograd avx2 4x4 tiles");
+		sweep_winograd(NN_CONV_WINOGRAD_AVX2, 0, "winograd avx2");
+		test_chunked_chain(NN_CONV_WINOGRAD_AVX2, "chunk layout avx2");
+	}
 	else
 		wdc_test_case("direct avx2: skipped, the CPU lacks AVX2 or FMA", 1, "");
 	if (__builtin_cpu_supports("avx512f"))
 	{
 		sweep(NN_CONV_DIRECT, "direct avx512", 1);
-		sweep_winograd(2, "winograd 2x2 tiles");
-		sweep_winograd(4, "winograd 4x4 tiles");
-		sweep_winograd(0, "winograd");
-		test_chunked_chain();
+		sweep_winograd(NN_CONV_WINOGRAD, 2, "winograd 2x2 tiles");
+		sweep_winograd(NN_CONV_WINOGRAD, 4, "winograd 4x4 tiles");
+		sweep_winograd(NN_CONV_WINOGRAD, 0, "winograd");
+		test_chunked_chain(NN_CONV_AUTO, "chunk layout");
 	}
 	else
 		wdc_test_case("direct avx512 and winograd: skipped, the CPU lacks AVX-512F", 1, "");
