@@ -395,6 +395,8 @@ DECLARE
 	key_type text;
 	select_batch text;
 	batched boolean;
+	src_type regtype;
+	batch_msg text;
 	last text;
 	r record;
 	failed bigint := 0;
@@ -429,20 +431,24 @@ BEGIN
 		j.key_column, j.source, j.table_name, key_type, j.target);
 
 	-- 1. the whole batch in one statement, through one wdc.encode_batch call
-	-- when it exists for the source type (else wdc.encode per row)
+	-- when it exists for the source type (else wdc.encode per row).  Images
+	-- stack into one real[] only when their dimensions agree, so a real[]
+	-- batch makes one call per distinct array_dims.
+	src_type := wdc.column_type(j.table_name, j.source, 'source');
 	batched := to_regprocedure(format('wdc.encode_batch(text, bigint, %s[])',
-	                                  CASE wdc.column_type(j.table_name, j.source, 'source')
+	                                  CASE src_type
 	                                  WHEN 'bytea'::regtype THEN 'bytea' ELSE 'real' END)) IS NOT NULL;
 	BEGIN
 		IF batched THEN
 			EXECUTE format(
 				'WITH batch AS (%1$s),'
 				' enc AS (SELECT array_agg(b.k ORDER BY b.k) AS ks,'
-				'          wdc.encode_batch($6, $7, array_agg(b.src ORDER BY b.k)) AS zs FROM batch b),'
+				'          wdc.encode_batch($6, $7, array_agg(b.src ORDER BY b.k)) AS zs FROM batch b%5$s),'
 				' upd AS (UPDATE %2$s t SET %3$I = u.z FROM enc, unnest(enc.ks, enc.zs) AS u(k, z)'
 				'         WHERE t.%4$I = u.k RETURNING 1)'
 				' SELECT (SELECT count(*) FROM upd), (SELECT b.k::text FROM batch b ORDER BY b.k DESC LIMIT 1)',
-				select_batch, j.table_name, j.target, j.key_column)
+				select_batch, j.table_name, j.target, j.key_column,
+				CASE WHEN src_type = 'bytea'::regtype THEN '' ELSE ' GROUP BY array_dims(b.src)' END)
 				INTO encoded, last
 				USING j.last_key, j.key_min, j.key_max, j.fingerprint, j.batch_size, j.model, j.version;
 		ELSE
@@ -457,6 +463,9 @@ BEGIN
 		END IF;
 	EXCEPTION WHEN OTHERS THEN
 		-- 2. a failing batch is redone one row at a time to find the bad rows
+		GET STACKED DIAGNOSTICS batch_msg = MESSAGE_TEXT;
+		RAISE NOTICE 'wdc.backfill job %: batch after key % failed (%), encoding its rows one at a time',
+			j.job, coalesce(j.last_key, '(start)'), batch_msg;
 		encoded := 0;
 		last := NULL;
 		FOR r IN EXECUTE format('SELECT s.k, s.k::text AS key_text FROM (%s) s', select_batch)

@@ -142,6 +142,11 @@ extern const WdcNnTensorInfo *wdc_nn_plan_output(const WdcNnPlan *plan, int i);
 extern size_t wdc_nn_numel(const WdcNnTensorInfo *info);
 /* Bytes of the plan's arena (intermediates, scratch and tangents). */
 extern size_t wdc_nn_plan_arena_bytes(const WdcNnPlan *plan);
+/*
+ * Bytes the plan holds: its arena and the weights its convolution kernels
+ * packed (for Winograd kernels several times the model's weights).
+ */
+extern size_t wdc_nn_plan_bytes(const WdcNnPlan *plan);
 
 /* --- nn_run.c ----------------------------------------------------------- */
 

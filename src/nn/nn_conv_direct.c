@@ -94,6 +94,7 @@ struct NnConvDirect
 	float	   *bias;			/* [G][nmb][nm] */
 	int32_t    *off;			/* [kt]: offset of each pair's plane row 0 */
 	NnConvWino *wino;			/* the Winograd kernel runs instead, or NULL */
+	size_t		bytes;			/* size of this allocation */
 	NnConvWino *wino_alt;		/* Winograd plan that runs only when the
 								 * planner chains it (nn_conv_direct_chain) */
 };
@@ -437,6 +438,7 @@ nn_conv_direct_plan(NnCtx *c, const NnConvGeom *g, const float *w,
 			d = wdc_alloc0(c->env, sizeof(NnConvDirect) + bytes);
 			if (d == NULL)
 				return wdc_error(c->env, WDC_ERR_NOMEM, "out of memory planning model");
+			d->bytes = sizeof(NnConvDirect) + bytes;
 			d->g = *g;
 			d->wino = nn_conv_wino_init(d + 1, g, wino_lanes, w, b);
 			*out = d;
@@ -497,6 +499,7 @@ nn_conv_direct_plan(NnCtx *c, const NnConvGeom *g, const float *w,
 	d = wdc_alloc0(c->env, bytes);
 	if (d == NULL)
 		return wdc_error(c->env, WDC_ERR_NOMEM, "out of memory planning model");
+	d->bytes = bytes;
 	d->g = *g;
 	d->isa = isa;
 	d->nm = nm;
@@ -555,6 +558,12 @@ nn_conv_direct_plan(NnCtx *c, const NnConvGeom *g, const float *w,
 	if (alt_bytes > 0 && alt_scratch > *scratch)
 		*scratch = alt_scratch;
 	return WDC_OK;
+}
+
+size_t
+nn_conv_direct_bytes(const NnConvDirect *d)
+{
+	return d->bytes;
 }
 
 NnConvWino *

@@ -289,6 +289,8 @@ typedef struct NnConvDirect NnConvDirect;
 extern WdcStatus nn_conv_direct_plan(NnCtx *c, const NnConvGeom *g,
 									 const float *w, const float *b,
 									 NnConvDirect **out, size_t *scratch);
+/* Bytes of the plan's allocation (packed weights included). */
+extern size_t nn_conv_direct_bytes(const NnConvDirect *d);
 /* Pack new weights and bias of the same shape (after a BatchNorm fold). */
 extern void nn_conv_direct_pack(NnConvDirect *d, const float *w,
 								const float *b);

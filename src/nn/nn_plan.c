@@ -317,7 +317,7 @@ plan_one_run(WdcNnPlan *p, int first, int last)
 	if (batch <= 1 || per_image == 0)
 		return;
 	slice = (int64_t) (NN_SLICE_BYTES / per_image);
-	/* whole chunks of 16 images for the Winograd kernel's vector lanes */
+	/* whole chunks of 16 images, which the Winograd kernel needs */
 	if (slice > 16)
 		slice -= slice % 16;
 	if (slice < 1)
@@ -1007,4 +1007,15 @@ size_t
 wdc_nn_plan_arena_bytes(const WdcNnPlan *p)
 {
 	return p->arena_bytes;
+}
+
+size_t
+wdc_nn_plan_bytes(const WdcNnPlan *p)
+{
+	size_t		total = p->arena_bytes;
+
+	for (int s = 0; s < p->n_steps; s++)
+		if (p->steps[s].direct)
+			total += nn_conv_direct_bytes(p->steps[s].direct);
+	return total;
 }

@@ -846,7 +846,7 @@ load_entry(WdcModelEntry *entry, const char *name, int64 version)
 		if (plan_for(&entry->env, entry->model, entry->input_rank, entry->input_dims,
 					 1, entry->output_index, &entry->plan) != WDC_OK)
 			WdcFitsRaise(&entry->error);
-		entry->bytes = VARSIZE_ANY_EXHDR(onnx) + wdc_nn_plan_arena_bytes(entry->plan);
+		entry->bytes = VARSIZE_ANY_EXHDR(onnx) + wdc_nn_plan_bytes(entry->plan);
 	}
 	pfree(onnx);
 }
@@ -963,6 +963,19 @@ WdcModelPrepareImage(const WdcModelEntry *entry, const WdcImage *image,
 			per_sample == n;
 	else
 		fits = per_sample == n;
+	/* the right height and width with another number of channels */
+	if (!fits && entry->input_rank >= 3 &&
+		entry->input_dims[entry->input_rank - 1] == (int64) prepared.width &&
+		entry->input_dims[entry->input_rank - 2] == (int64) prepared.height &&
+		per_sample % (prepared.width * prepared.height) == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_DATA_EXCEPTION),
+				 errmsg("%s has %zu channel%s but model \"%s\" version " INT64_FORMAT " expects %zu (input %s)",
+						image_label(item), channels, channels == 1 ? "" : "s",
+						entry->name, entry->version,
+						per_sample / (prepared.width * prepared.height),
+						WdcModelShapeText(entry)),
+				 errhint("Pass multi-channel images as real[n][channels][height][width] to wdc.encode_batch or real[channels][height][width] to wdc.encode.")));
 	if (!fits)
 		ereport(ERROR,
 				(errcode(ERRCODE_DATA_EXCEPTION),
@@ -1036,7 +1049,7 @@ WdcModelRun(WdcModelEntry *entry, const float *input, int n, Size *out_per_sampl
 							 entry->input_dims, entry->batch_size,
 							 entry->output_index, &entry->batch_plan) != WDC_OK)
 					WdcFitsRaise(&entry->error);
-				entry->bytes += wdc_nn_plan_arena_bytes(entry->batch_plan);
+				entry->bytes += wdc_nn_plan_bytes(entry->batch_plan);
 			}
 			plan = entry->batch_plan;
 			chunk = (int) Min(entry->batch_size, n - done);

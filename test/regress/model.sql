@@ -134,5 +134,12 @@ RESET ROLE;
 DROP OWNED BY wdc_model_user;
 DROP ROLE wdc_model_user;
 
+-- without preprocessing, a wrong channel count is named as such
+SELECT wdc.load_model('tiny_raw', pg_read_binary_file(:'models' || 'tiny_encoder.onnx'),
+                      '{"preprocessing": {}}') IS NOT NULL AS loaded;
+SELECT wdc.encode('tiny_raw', array_fill(1::real, ARRAY[2,16,16]));
+SELECT wdc.encode_batch('tiny_raw', array_fill(1::real, ARRAY[3,2,16,16]));
+SELECT wdc.encode('tiny_raw', array_fill(1::real, ARRAY[2,15,16]));
+
 -- clean up
 SELECT wdc.drop_model(name) FROM (SELECT DISTINCT name FROM wdc.model) s ORDER BY 1;

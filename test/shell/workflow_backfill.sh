@@ -7,7 +7,9 @@
 #   2. two jobs on disjoint key ranges run at the same time, then two on the
 #      same range: every row is encoded exactly once;
 #   3. on_error stop: the job stops at the bad row, keeps the batches before
-#      it and names the row.
+#      it and names the row;
+#   4. images of two sizes in one batch are encoded batched, and a failing
+#      batch is reported before its rows are redone one at a time.
 # A slow BEFORE UPDATE trigger (5 ms per row) stretches jobs to a few
 # seconds, so cancellations land mid-job.
 set -euo pipefail
@@ -159,3 +161,34 @@ case "$err" in
 	*) fail "backfill from a function: unexpected error: $err" ;;
 esac
 expect "backfill from a function leaves no job" "$jobs_before" "$(q -c "SELECT count(*) FROM wdc.jobs")"
+
+# --- 4. images of several sizes, resized by the model's preprocessing
+# The reference encoder resizes every cutout to 32 x 32.  A real[] batch
+# stacks only images of one size, so the job makes one wdc.encode_batch call
+# per size in a batch.  It must not fall back to one row at a time.
+q <<SQL
+\o /dev/null
+SELECT wdc.load_model('vae_mixed', pg_read_binary_file('$root/models/wdc_vae32_encoder.onnx'), '{}');
+\o
+CREATE TABLE mixed (id int PRIMARY KEY, cutout real[], z latent);
+INSERT INTO mixed
+SELECT i, ARRAY(SELECT ARRAY(SELECT (1 + sin(i * 0.37 * r + c))::real
+                             FROM generate_series(1, s) c) FROM generate_series(1, s) r)
+FROM generate_series(1, 240) i, LATERAL (SELECT CASE WHEN i % 7 = 0 THEN 20 ELSE 32 END) d(s);
+SQL
+out=$(q -c "CALL wdc.backfill('mixed', 'cutout', 'z', 'vae_mixed', '{\"batch_size\": 100}')" 2>&1)
+case "$out" in
+	*"one at a time"*) fail "mixed sizes: backfill fell back to single rows: $out" ;;
+esac
+echo "ok - mixed sizes: every batch encoded batched"
+expect "mixed sizes: rows encoded" "240" "$(q -c "SELECT count(*) FROM mixed WHERE z IS NOT NULL")"
+expect "mixed sizes: latents match wdc.encode within 1e-5" "t" \
+	"$(q -c "SELECT max(abs(a - b)) < 1e-5 FROM mixed, unnest(z::real[], wdc.encode('vae_mixed', cutout)::real[]) u(a, b)")"
+# a bad row still sends its batch to single rows, with a notice
+q -c "UPDATE mixed SET z = NULL, cutout = CASE WHEN id = 50 THEN ARRAY[1, 2, 3]::real[] ELSE cutout END"
+out=$(q -c "CALL wdc.backfill('mixed', 'cutout', 'z', 'vae_mixed', '{\"batch_size\": 100, \"on_error\": \"skip\"}')" 2>&1)
+case "$out" in
+	*"batch after key (start) failed"*"encoding its rows one at a time"*) echo "ok - a failing batch is reported before single rows" ;;
+	*) fail "mixed sizes, bad row: no fallback notice: $out" ;;
+esac
+expect "mixed sizes, bad row: the others encoded" "239" "$(q -c "SELECT count(*) FROM mixed WHERE z IS NOT NULL")"
