@@ -396,6 +396,7 @@ DECLARE
 	select_batch text;
 	batched boolean;
 	src_type regtype;
+	batch_sql text;
 	batch_msg text;
 	last text;
 	r record;
@@ -432,25 +433,36 @@ BEGIN
 
 	-- 1. the whole batch in one statement, through one wdc.encode_batch call
 	-- when it exists for the source type (else wdc.encode per row).  Images
-	-- stack into one real[] only when their dimensions agree, so a real[]
-	-- batch makes one call per distinct array_dims.
+	-- stack into one real[] only when their dimensions agree; a batch of
+	-- several sizes fails with array_subscript_error and runs again with one
+	-- call per array_dims.  (Grouping every batch by array_dims would read
+	-- each TOASTed image twice.)
 	src_type := wdc.column_type(j.table_name, j.source, 'source');
 	batched := to_regprocedure(format('wdc.encode_batch(text, bigint, %s[])',
 	                                  CASE src_type
 	                                  WHEN 'bytea'::regtype THEN 'bytea' ELSE 'real' END)) IS NOT NULL;
+	-- %5$s is empty or the GROUP BY clause, both constants of this function
+	batch_sql := 'WITH batch AS (%1$s),'
+		' enc AS (SELECT array_agg(b.k ORDER BY b.k) AS ks,'
+		'          wdc.encode_batch($6, $7, array_agg(b.src ORDER BY b.k)) AS zs FROM batch b%5$s),'
+		' upd AS (UPDATE %2$s t SET %3$I = u.z FROM enc, unnest(enc.ks, enc.zs) AS u(k, z)'
+		'         WHERE t.%4$I = u.k RETURNING 1)'
+		' SELECT (SELECT count(*) FROM upd), (SELECT b.k::text FROM batch b ORDER BY b.k DESC LIMIT 1)';
 	BEGIN
 		IF batched THEN
-			EXECUTE format(
-				'WITH batch AS (%1$s),'
-				' enc AS (SELECT array_agg(b.k ORDER BY b.k) AS ks,'
-				'          wdc.encode_batch($6, $7, array_agg(b.src ORDER BY b.k)) AS zs FROM batch b%5$s),'
-				' upd AS (UPDATE %2$s t SET %3$I = u.z FROM enc, unnest(enc.ks, enc.zs) AS u(k, z)'
-				'         WHERE t.%4$I = u.k RETURNING 1)'
-				' SELECT (SELECT count(*) FROM upd), (SELECT b.k::text FROM batch b ORDER BY b.k DESC LIMIT 1)',
-				select_batch, j.table_name, j.target, j.key_column,
-				CASE WHEN src_type = 'bytea'::regtype THEN '' ELSE ' GROUP BY array_dims(b.src)' END)
-				INTO encoded, last
-				USING j.last_key, j.key_min, j.key_max, j.fingerprint, j.batch_size, j.model, j.version;
+			BEGIN
+				EXECUTE format(batch_sql, select_batch, j.table_name, j.target, j.key_column, '')
+					INTO encoded, last
+					USING j.last_key, j.key_min, j.key_max, j.fingerprint, j.batch_size, j.model, j.version;
+			EXCEPTION WHEN array_subscript_error THEN
+				IF src_type = 'bytea'::regtype THEN
+					RAISE;
+				END IF;
+				EXECUTE format(batch_sql, select_batch, j.table_name, j.target, j.key_column,
+				               ' GROUP BY array_dims(b.src)')
+					INTO encoded, last
+					USING j.last_key, j.key_min, j.key_max, j.fingerprint, j.batch_size, j.model, j.version;
+			END;
 		ELSE
 			EXECUTE format(
 				'WITH batch AS (%1$s),'
