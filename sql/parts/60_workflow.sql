@@ -433,10 +433,10 @@ BEGIN
 
 	-- 1. the whole batch in one statement, through one wdc.encode_batch call
 	-- when it exists for the source type (else wdc.encode per row).  Images
-	-- stack into one real[] only when their dimensions agree; a batch of
-	-- several sizes fails with array_subscript_error and runs again with one
-	-- call per array_dims.  (Grouping every batch by array_dims would read
-	-- each TOASTed image twice.)
+	-- stack into one real[] only when their dimensions agree.  A batch of
+	-- several sizes fails with array_subscript_error, so it runs again with
+	-- one call per array_dims.  Grouping every batch that way would read
+	-- each TOASTed image twice.
 	src_type := wdc.column_type(j.table_name, j.source, 'source');
 	batched := to_regprocedure(format('wdc.encode_batch(text, bigint, %s[])',
 	                                  CASE src_type
