@@ -477,7 +477,8 @@ BEGIN
 		-- 2. a failing batch is redone one row at a time to find the bad rows
 		GET STACKED DIAGNOSTICS batch_msg = MESSAGE_TEXT;
 		RAISE NOTICE 'wdc.backfill job %: batch after key % failed (%), encoding its rows one at a time',
-			j.job, coalesce(j.last_key, '(start)'), batch_msg;
+			j.job, coalesce(j.last_key, '(start)'), batch_msg
+			USING HINT = 'The error of each failing row goes to wdc.job_errors.';
 		encoded := 0;
 		last := NULL;
 		FOR r IN EXECUTE format('SELECT s.k, s.k::text AS key_text FROM (%s) s', select_batch)

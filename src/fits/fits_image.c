@@ -372,7 +372,8 @@ check_plane(const WdcEnv *env, const WdcFitsImageInfo *info, int64_t plane)
 				  "image in HDU %d has %zu planes", info->hdu, info->nplanes);
 		wdc_error_detail(env, "NAXIS = %d, NAXIS3 = %lld.", info->naxis,
 						 (long long) info->naxes[2]);
-		return wdc_error_hint(env, "Choose a plane from 1 to %zu.", info->nplanes);
+		return wdc_error_hint(env, "Choose a plane from 1 to %zu with the plane argument of wdc.fits_image or wdc.fits_cutout.",
+							  info->nplanes);
 	}
 	if (plane < 0 || (plane > 0 && (uint64_t) plane > info->nplanes))
 	{

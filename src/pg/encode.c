@@ -99,6 +99,12 @@ wdc_encode_image(PG_FUNCTION_ARGS)
 	Size		channels = 1;
 
 	WdcModelRequireKind(entry, "encoder", "wdc.encode");
+	if (ARR_NDIM(array) != 0 && ARR_NDIM(array) != 2 && ARR_NDIM(array) != 3)
+		ereport(ERROR,
+				(errcode(ERRCODE_DATA_EXCEPTION),
+				 errmsg("image must be a 2-D array [height][width] or a 3-D array [channels][height][width], not %d-D",
+						ARR_NDIM(array)),
+				 errhint("Pass an image such as wdc.fits_image returns, or FITS bytes.")));
 	if (ARR_NDIM(array) == 3)
 	{
 		/* [channels][height][width], used as is */

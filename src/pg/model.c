@@ -931,9 +931,21 @@ WdcModelPrepareImage(const WdcModelEntry *entry, const WdcImage *image,
 {
 	WdcImage	prepared = *image;
 	Size		per_sample = WdcModelSampleSize(entry);
-	Size		n;
+	Size		n = image->width * image->height * channels;
 	Size		nan_count;
 	bool		fits;
+
+	/*
+	 * 0. an image with no finite pixel (a cutout wholly off its frame, say)
+	 * carries nothing to encode; preprocessing would turn it into a constant
+	 * image and every such image into one and the same latent
+	 */
+	if (n > 0 && wdc_count_nonfinite(image->pixels, n) == n)
+		ereport(ERROR,
+				(errcode(ERRCODE_DATA_EXCEPTION),
+				 errmsg("%s has no finite pixel", image_label(item)),
+				 errdetail("All %zu pixels are NaN or infinite.", n),
+				 errhint("Cut sources inside their frame (wdc.fits_cutout pads with NaN beyond the edge), or leave such rows out.")));
 
 	/* 1. the model's preprocessing */
 	if (entry->has_preprocess)
@@ -979,9 +991,9 @@ WdcModelPrepareImage(const WdcModelEntry *entry, const WdcImage *image,
 	if (!fits)
 		ereport(ERROR,
 				(errcode(ERRCODE_DATA_EXCEPTION),
-				 errmsg("%s of %zu x %zu pixels%s does not fit model \"%s\" version " INT64_FORMAT ", which expects input %s",
+				 errmsg("%s of %zu x %zu pixels (width x height)%s does not fit model \"%s\" version " INT64_FORMAT ", which expects input %s",
 						image_label(item), prepared.width, prepared.height,
-						channels > 1 ? psprintf(" x %zu channels", channels) : "",
+						channels > 1 ? psprintf(" and %zu channels", channels) : "",
 						entry->name, entry->version, WdcModelShapeText(entry)),
 				 errhint("Declare preprocessing with width and height when loading the model, or pass cutouts of the right size.")));
 

@@ -149,7 +149,7 @@ CREATE ROLE wdc_wf_writer;
 GRANT INSERT ON obs4 TO wdc_wf_writer;
 SET ROLE wdc_wf_writer;
 SELECT throws_ok($$INSERT INTO obs4 VALUES (77, ARRAY[1,2,3]::real[])$$, '22000',
-	'could not encode row (id) of table "obs4" with model "tiny_enc": image must be a 2-D array, not 1-D',
+	'could not encode row (id) of table "obs4" with model "tiny_enc": image must be a 2-D array [height][width] or a 3-D array [channels][height][width], not 1-D',
 	'key values are hidden from a role that cannot read them');
 RESET ROLE;
 
