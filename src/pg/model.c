@@ -936,9 +936,9 @@ WdcModelPrepareImage(const WdcModelEntry *entry, const WdcImage *image,
 	bool		fits;
 
 	/*
-	 * 0. an image with no finite pixel (a cutout wholly off its frame, say)
-	 * carries nothing to encode; preprocessing would turn it into a constant
-	 * image and every such image into one and the same latent
+	 * 0. An image with no finite pixel (a cutout wholly off its frame, say)
+	 * carries nothing to encode.  Preprocessing would turn it into a
+	 * constant image, so every such image would get one and the same latent.
 	 */
 	if (n > 0 && wdc_count_nonfinite(image->pixels, n) == n)
 		ereport(ERROR,
