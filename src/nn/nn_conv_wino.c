@@ -331,6 +331,7 @@ nn_conv_wino_pack(NnConvWino *wg, const float *w, const float *b)
 #define WK_SUFFIX avx512
 #define WK_V 16
 #define WK_NP 4
+#define WK_LOAD_UNROLL 5		/* whole 5x5 tiles fit the 32 registers */
 typedef __m512 wk_vec512;
 #define wk_vec wk_vec512
 #define wk_load(p) _mm512_loadu_ps(p)
@@ -400,6 +401,7 @@ transpose16(__m512 *row)
 #define WK_SUFFIX avx2
 #define WK_V 8
 #define WK_NP 2
+#define WK_LOAD_UNROLL 4		/* 16 registers spill anyway; 4 timed faster */
 typedef __m256 wk_vec256;
 #define wk_vec wk_vec256
 #define wk_load(p) _mm256_loadu_ps(p)

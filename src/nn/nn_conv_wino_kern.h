@@ -6,7 +6,8 @@
  * The includer defines the vector type and operations: wk_vec, wk_load,
  * wk_store, wk_zero, wk_set1, wk_add, wk_sub, wk_fmadd, wk_fnmadd,
  * wk_leaky and wk_transpose.  It also defines WK_V, the lanes per vector
- * (images per chunk), and WK_NP, the pixel vectors per product tile.  The
+ * (images per chunk), WK_NP, the pixel vectors per product tile, and
+ * WK_LOAD_UNROLL, how far the loads of a tile's inputs unroll.  The
  * WK_NP x WG_NM accumulators and WK_NP inputs must fit in the register
  * file.  WK_TARGET is the target attribute and WK_NAME(x) appends the
  * instruction set's suffix.  The end of this file undefines the per-set
@@ -15,6 +16,10 @@
 
 /* floats per row of V and M: WG_TILES tiles of WK_V images */
 #define WK_ROW (WK_V * WG_TILES)
+
+/* #pragma GCC unroll with a macro argument (the pragma does not expand it) */
+#define WK_STR(x) #x
+#define WK_UNROLL(n) _Pragma(WK_STR(GCC unroll n))
 
 /*
  * Transpose a chunk into chunk layout: xc[f][i] = x[i * per + f] for the
@@ -176,18 +181,18 @@ WK_NAME(input_transform_r)(const NnConvWino *wg, const int r, const int mt,
 
 					if (inside)
 					{
-#pragma GCC unroll 4
+WK_UNROLL(WK_LOAD_UNROLL)
 						for (int i = 0; i < alpha; i++)
-#pragma GCC unroll 4
+WK_UNROLL(WK_LOAD_UNROLL)
 							for (int j = 0; j < alpha; j++)
 								d[i * alpha + j] =
 									wk_load(xc + base + (i * SH * W + j * SW) * WK_V);
 					}
 					else
 					{
-#pragma GCC unroll 4
+WK_UNROLL(WK_LOAD_UNROLL)
 						for (int i = 0; i < alpha; i++)
-#pragma GCC unroll 4
+WK_UNROLL(WK_LOAD_UNROLL)
 							for (int j = 0; j < alpha; j++)
 							{
 								int64_t		h = h0 + rh + i * SH,
@@ -439,10 +444,13 @@ WK_NAME(run)(const NnConvWino *wg, const float *x, float *y, int64_t nimg,
 
 
 #undef WK_ROW
+#undef WK_STR
+#undef WK_UNROLL
 #undef WG_PT
 #undef WG_BW_CASES
 #undef WK_V
 #undef WK_NP
+#undef WK_LOAD_UNROLL
 #undef wk_vec
 #undef wk_load
 #undef wk_store
