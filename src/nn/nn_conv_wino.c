@@ -31,9 +31,9 @@
  * the error of F(4x4, 2x2) was about 7e-7 of the largest output.
  *
  * Layout.  Images go through in chunks of L (16 with AVX-512, 8 with
- * AVX2), one per vector lane: the chunk's input is transposed to
+ * AVX2), one per vector lane.  The chunk's input is transposed to
  * [C][H][W][L], so every transform step is one vector operation on L
- * images, and the output is transposed back from [M][OH][OW][L].  The
+ * images.  The output is transposed back from [M][OH][OW][L].  The
  * products run over groups of WG_TILES output tiles, so a group's V
  * (alpha^2 x K rows of WG_TILES * L floats) stays near the core, in tiles
  * of 4 vectors (2 with AVX2) by WG_NM output channels of accumulators.  In
@@ -133,6 +133,52 @@ choose_tiles(const NnConvGeom *g, int *r, int *mt)
 }
 
 /*
+ * Fill the tile choice, sizes and scratch offsets of wg for geometry g with
+ * vectors of lanes floats.  Return 0 where the geometry does not fit or a
+ * size overflows, else 1 with the floats of a run's scratch in *scratch
+ * and of the packed weights and bias in *weights.
+ */
+static int
+wino_layout(NnConvWino *wg, const NnConvGeom *g, int lanes, size_t *scratch,
+			size_t *weights)
+{
+	size_t		nxi,
+				x16,
+				v,
+				m,
+				y16,
+				u;
+
+	memset(wg, 0, sizeof(*wg));
+	wg->g = *g;
+	wg->lanes = lanes;
+	choose_tiles(g, &wg->r, &wg->mt);
+	if (wg->r == 0 || g->C > INT32_MAX || g->SH > 64 || g->SW > 64 ||
+		g->M > INT32_MAX || g->H > INT32_MAX || g->W > INT32_MAX)
+		return 0;
+	wg->alpha = wg->mt + wg->r - 1;
+	wg->K = g->C * g->SH * g->SW;
+	wg->nmb = (g->M + WG_NM - 1) / WG_NM;
+	wg->TY = (g->OH + wg->mt - 1) / wg->mt;
+	wg->TX = (g->OW + wg->mt - 1) / wg->mt;
+	wg->vstride = wg->K * lanes * WG_TILES + 16;
+	wg->mstride = g->M * lanes * WG_TILES + 16;
+	nxi = (size_t) (wg->alpha * wg->alpha);
+	if (!wdc_size_mul((size_t) g->C * g->H, (size_t) g->W * lanes, &x16) ||
+		!wdc_size_mul(nxi, (size_t) wg->vstride, &v) ||
+		!wdc_size_mul(nxi, (size_t) wg->mstride, &m) ||
+		!wdc_size_mul((size_t) g->M * g->OH, (size_t) g->OW * lanes, &y16) ||
+		!wdc_size_mul(nxi * wg->nmb * WG_NM, (size_t) wg->K, &u))
+		return 0;
+	wg->off_v = floats64(x16);
+	wg->off_m = wg->off_v + floats64(v);
+	wg->off_y = wg->off_m + floats64(m);
+	*scratch = wg->off_y + floats64(y16);
+	*weights = u + (size_t) g->M;
+	return 1;
+}
+
+/*
  * Bytes of the plan (struct and packed weights) for geometry g, or 0 when
  * this kernel does not apply under mode (NN_WINO_AUTO, _CHAIN or _FORCE);
  * *scratch gets the bytes a run needs.  NN_WINO_FORCE skips the checks of
@@ -142,19 +188,9 @@ choose_tiles(const NnConvGeom *g, int *r, int *mt)
 size_t
 nn_conv_wino_bytes(const NnConvGeom *g, int mode, int lanes, size_t *scratch)
 {
-	int			r,
-				mt;
-	int64_t		alpha,
-				K,
-				TY,
-				TX,
-				nmb;
-	size_t		x16,
-				v,
-				m,
-				y16,
-				u,
-				total;
+	NnConvWino	layout;
+	size_t		scratch_floats,
+				weight_floats;
 
 	*scratch = 0;
 #ifndef NN_WG_X86
@@ -164,20 +200,12 @@ nn_conv_wino_bytes(const NnConvGeom *g, int mode, int lanes, size_t *scratch)
 	if (lanes == 16 ? !__builtin_cpu_supports("avx512f") :
 		lanes != 8 || !__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma"))
 		return 0;
-	choose_tiles(g, &r, &mt);
-	if (r == 0)
+	if (!wino_layout(&layout, g, lanes, &scratch_floats, &weight_floats))
 		return 0;
-	if (g->C > INT32_MAX || g->SH > 64 || g->SW > 64 || g->M > INT32_MAX ||
-		g->H > INT32_MAX || g->W > INT32_MAX)
-		return 0;
-	alpha = mt + r - 1;
-	TY = (g->OH + mt - 1) / mt;
-	TX = (g->OW + mt - 1) / mt;
-	K = g->C * g->SH * g->SW;
-	nmb = (g->M + WG_NM - 1) / WG_NM;
 	if (mode != NN_WINO_FORCE)
 	{
-		double		wino = (double) TY * TX * alpha * alpha * K * g->M,
+		double		wino = (double) layout.TY * layout.TX * layout.alpha * layout.alpha *
+			layout.K * g->M,
 					direct = (double) g->OH * g->OW * g->C * g->KH * g->KW * g->M;
 
 		/*
@@ -187,22 +215,15 @@ nn_conv_wino_bytes(const NnConvGeom *g, int mode, int lanes, size_t *scratch)
 		 * On the reference encoder, a first layer with K = 4 made the
 		 * whole batch-64 run 5% slower alone and 8% faster in a chain.
 		 */
-		if (g->N < 16 || K < (mode == NN_WINO_CHAIN ? 4 : 16) ||
+		if (g->N < 16 || layout.K < (mode == NN_WINO_CHAIN ? 4 : 16) ||
 			4 * wino > 3 * direct)
 			return 0;
 	}
-	if (!wdc_size_mul((size_t) g->C * g->H, (size_t) g->W * lanes, &x16) ||
-		!wdc_size_mul((size_t) (alpha * alpha), (size_t) K * lanes * WG_TILES + 16, &v) ||
-		!wdc_size_mul((size_t) (alpha * alpha), (size_t) g->M * lanes * WG_TILES + 16, &m) ||
-		!wdc_size_mul((size_t) g->M * g->OH, (size_t) g->OW * lanes, &y16) ||
-		!wdc_size_mul((size_t) (alpha * alpha) * nmb * WG_NM, (size_t) K, &u))
+	if (scratch_floats > WG_MAX_SCRATCH / sizeof(float) ||
+		weight_floats > WG_MAX_SCRATCH / sizeof(float))
 		return 0;
-	total = floats64(x16) + floats64(v) + floats64(m) + floats64(y16);
-	if (total > WG_MAX_SCRATCH / sizeof(float) ||
-		u > WG_MAX_SCRATCH / sizeof(float))
-		return 0;
-	*scratch = total * sizeof(float) + 64;
-	return sizeof(NnConvWino) + 64 + (u + (size_t) g->M) * sizeof(float);
+	*scratch = scratch_floats * sizeof(float) + 64;
+	return sizeof(NnConvWino) + 64 + weight_floats * sizeof(float);
 #endif
 }
 
@@ -215,30 +236,14 @@ nn_conv_wino_init(void *mem, const NnConvGeom *g, int lanes, const float *w,
 				  const float *b)
 {
 	NnConvWino *wg = mem;
-	size_t		x16,
-				v,
-				m;
+	size_t		scratch_floats,
+				weight_floats;
 
-	memset(wg, 0, sizeof(*wg));
-	wg->g = *g;
-	wg->lanes = lanes;
-	choose_tiles(g, &wg->r, &wg->mt);
-	wg->alpha = wg->mt + wg->r - 1;
-	wg->K = g->C * g->SH * g->SW;
-	wg->nmb = (g->M + WG_NM - 1) / WG_NM;
-	wg->TY = (g->OH + wg->mt - 1) / wg->mt;
-	wg->TX = (g->OW + wg->mt - 1) / wg->mt;
-	x16 = floats64((size_t) (g->C * g->H * g->W * lanes));
-	wg->vstride = wg->K * lanes * WG_TILES + 16;
-	wg->mstride = g->M * lanes * WG_TILES + 16;
-	v = floats64((size_t) (wg->alpha * wg->alpha * wg->vstride));
-	m = floats64((size_t) (wg->alpha * wg->alpha * wg->mstride));
-	wg->off_v = x16;
-	wg->off_m = x16 + v;
-	wg->off_y = x16 + v + m;
-	/* 64-byte aligned weights after the struct */
+	/* nn_conv_wino_bytes accepted this layout */
+	(void) wino_layout(wg, g, lanes, &scratch_floats, &weight_floats);
+	/* 64-byte aligned weights after the struct, then the bias */
 	wg->u = (float *) (((uintptr_t) (wg + 1) + 63) & ~(uintptr_t) 63);
-	wg->bias = wg->u + (size_t) (wg->alpha * wg->alpha) * wg->nmb * WG_NM * wg->K;
+	wg->bias = wg->u + (weight_floats - (size_t) g->M);
 	nn_conv_wino_pack(wg, w, b);
 	return wg;
 }
