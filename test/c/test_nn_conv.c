@@ -246,6 +246,29 @@ describe(const ConvGeom *g, char *buf, size_t len)
 			 (long long) g->pr);
 }
 
+/*
+ * Run each of n fixed geometries as its own test case, labelled with name
+ * and the geometry.  Return n; *direct counts the plans on a direct kernel.
+ */
+static int
+run_fixed(const ConvGeom *fixed, size_t n, const char *name, int *direct)
+{
+	char		why[512] = "",
+				label[300],
+				geom[256];
+
+	for (size_t i = 0; i < n; i++)
+	{
+		int			bad = 0;
+
+		describe(&fixed[i], geom, sizeof(geom));
+		snprintf(label, sizeof(label), "%s: %s", name, geom);
+		run_geom(&fixed[i], label, &bad, direct, why, sizeof(why));
+		wdc_test_case(label, bad == 0, why);
+	}
+	return (int) n;
+}
+
 /* Add a k x k Conv with pads 1, weights in +-0.3 and biases in +-0.1. */
 static void
 add_conv_k(NnBuild *b, const char *name, const char *io_in, const char *io_out,
@@ -434,19 +457,9 @@ sweep(int kernel, const char *name, int want_direct)
 
 	nn_conv_kernel = kernel;
 	rng_state = 0x9E3779B97F4A7C15ULL;
-	for (size_t i = 0; i < sizeof(fixed) / sizeof(fixed[0]); i++)
-	{
-		int			before = bad;
-
-		describe(&fixed[i], geom, sizeof(geom));
-		snprintf(label, sizeof(label), "%s: %s", name, geom);
-		run_geom(&fixed[i], label, &bad, &direct, why, sizeof(why));
-		total++;
-		wdc_test_case(label, bad == before, why);
-	}
+	total = run_fixed(fixed, sizeof(fixed) / sizeof(fixed[0]), name, &direct);
 
 	/* seeded random geometries */
-	bad = 0;
 	while (total < 411)
 	{
 		ConvGeom	g;
@@ -530,17 +543,7 @@ sweep_winograd(int kernel, int tile, const char *name)
 	nn_conv_wino_tile = tile;
 	rng_state = 0x2545F4914F6CDD1DULL;
 	wino_plans = 0;
-	for (size_t i = 0; i < sizeof(fixed) / sizeof(fixed[0]); i++)
-	{
-		int			before = bad;
-
-		describe(&fixed[i], geom, sizeof(geom));
-		snprintf(label, sizeof(label), "%s: %s", name, geom);
-		run_geom(&fixed[i], label, &bad, &direct, why, sizeof(why));
-		total++;
-		wdc_test_case(label, bad == before, why);
-	}
-	bad = 0;
+	total = run_fixed(fixed, sizeof(fixed) / sizeof(fixed[0]), name, &direct);
 	while (total < 309)
 	{
 		ConvGeom	g;
