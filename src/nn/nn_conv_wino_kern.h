@@ -67,8 +67,8 @@ WK_NAME(transpose_out)(const float *yc, int64_t n, int64_t per, float *y)
 }
 
 /*
- * B^T applied in place to the alpha vectors d[0], d[s], d[2s], ... of
- * F(mt, r) (constants after inlining).
+ * Apply B^T of F(mt, r) in place to the alpha vectors d[0], d[s], d[2s],
+ * ...  (mt and r are constants after inlining).
  */
 static inline __attribute__((always_inline)) WK_TARGET void
 WK_NAME(bt)(wk_vec *d, int s, int r, int mt)
@@ -109,8 +109,8 @@ WK_NAME(bt)(wk_vec *d, int s, int r, int mt)
 }
 
 /*
- * A^T of F(mt, r) applied to the alpha vectors m[0], m[s], ...: mt
- * outputs o[0], o[os], ...
+ * Apply A^T of F(mt, r) to the alpha vectors m[0], m[s], ..., writing the
+ * mt outputs to o[0], o[os], ...
  */
 static inline __attribute__((always_inline)) WK_TARGET void
 WK_NAME(at)(const wk_vec *m, int s, int r, int mt, wk_vec *o, int os)
@@ -229,10 +229,10 @@ WK_NAME(input_transform)(const NnConvWino *wg, const float *xc, int64_t t0, int 
 }
 
 /*
- * One product tile: np vectors of tiles by bw output channels over the K
- * phase channels.  v points at row 0 of V[xi], u at the block's packed
- * weights [K][WG_NM], out at row 0 of M[xi] for the block's first channel.
- * np and bw are constants after inlining.
+ * Compute one product tile: np vectors of tiles by bw output channels over
+ * the K phase channels.  v points at row 0 of V[xi], u at the block's
+ * packed weights [K][WG_NM], out at row 0 of M[xi] for the block's first
+ * channel.  np and bw are constants after inlining.
  */
 static inline __attribute__((always_inline)) WK_TARGET void
 WK_NAME(product_tile)(int np, int bw, const float *v, const float *u, int64_t K,
@@ -318,9 +318,9 @@ WK_NAME(product_block)(int nt, int bw, const float *v0, const float *u,
 }
 
 /*
- * Output tiles t0 .. t0 + nt - 1 from M: inverse transform, bias and the
- * fused activation, into yc [M][OH][OW][WK_V].  r is a constant after
- * inlining.
+ * Write output tiles t0 .. t0 + nt - 1 from M into yc [M][OH][OW][WK_V]:
+ * inverse transform, bias and the fused activation.  r and mt are
+ * constants after inlining.
  */
 static inline __attribute__((always_inline)) WK_TARGET void
 WK_NAME(output_transform_r)(const NnConvWino *wg, const int r, const int mt,

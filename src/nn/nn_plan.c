@@ -387,8 +387,8 @@ plan_row_runs(WdcNnPlan *p)
 
 /*
  * Chunk layout between Winograd steps.  A Winograd Conv step transposes
- * its input into chunks of 16 images, [N / 16][C][H][W][16], and its
- * output back.  Where a Conv's output is read only by a Winograd Conv, the
+ * its input into chunks of L images (16 with AVX-512, 8 with AVX2),
+ * [N / L][C][H][W][L], and its output back.  Where a Conv's output is read only by a Winograd Conv, the
  * value stays in chunk layout: the writer skips its transpose out and the
  * reader its transpose in.  The value keeps its size, but it exists only
  * in whole chunks, so the batch and every row-run slice must be multiples

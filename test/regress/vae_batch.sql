@@ -94,8 +94,8 @@ SELECT wdc.encode_batch('vae_batch_enc', :enc, ARRAY[[(SELECT fits FROM vb WHERE
 SELECT wdc.encode_batch('vae_batch_enc', :enc, (SELECT img FROM vb WHERE id = 1));
 SELECT wdc.encode_batch('vae_batch_enc', :enc, ARRAY[[[1, NULL], [3, 4]]]::real[]);
 SELECT wdc.encode_batch('vae_batch_enc', :enc, ARRAY[[[[1, 2], [3, 4]], [[1, 2], [3, 4]]]]::real[]);
--- an image with no finite pixel carries nothing to encode: an error in
--- both paths, naming the image in a batch; a constant image still encodes
+-- an image with no finite pixel carries nothing to encode, so both paths
+-- raise an error that names the image in a batch.  A constant image encodes.
 SELECT wdc.encode_batch('vae_batch_enc', :enc, ARRAY[[[1, 2], [3, 4]], [['NaN', 'NaN'], ['NaN', 'NaN']]]::real[]);
 SELECT wdc.encode('vae_batch_enc', :enc, ARRAY[['Infinity', 'NaN'], ['NaN', '-Infinity']]::real[]);
 SELECT latent_dims(wdc.encode('vae_batch_enc', :enc, array_fill(5::real, ARRAY[32, 32]))) AS constant_dims;
